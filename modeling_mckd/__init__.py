@@ -1,0 +1,1 @@
+"""MCKD: text-video retrieval with multimodal contrastive knowledge distillation."""
