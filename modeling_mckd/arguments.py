@@ -1,0 +1,183 @@
+"""Typed arguments shared by ``train.py`` and ``distill.py``.
+
+Names follow :class:`transformers.TrainingArguments` wherever an equivalent exists, so that
+users can carry their habits over. Every dataclass can be filled from the command line, from a
+YAML/JSON file given with ``--config``, or both (the command line wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+@dataclass
+class DataArguments:
+    """Where the retrieval data comes from and how clips are sampled."""
+
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "A `load_from_disk` folder written by dataset_scripts/, or a Hub dataset id. "
+                  "Without it the built-in synthetic benchmark is generated (once) and used."},
+    )
+    synthetic_dir: str = field(
+        default="data/synthetic", metadata={"help": "Where the synthetic default is generated."}
+    )
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic benchmark."})
+    synthetic_num_train: int | None = field(default=None, metadata={"help": "Synthetic train clips."})
+    synthetic_num_val: int | None = field(default=None, metadata={"help": "Synthetic validation clips."})
+    synthetic_num_test: int | None = field(default=None, metadata={"help": "Synthetic test clips."})
+    train_split: str = "train"
+    eval_split: str | None = field(
+        default="validation", metadata={"help": "Split evaluated each epoch (best model by rsum)."}
+    )
+    test_split: str | None = field(default="test", metadata={"help": "Split evaluated at the end."})
+    max_train_videos: int | None = field(default=None, metadata={"help": "Truncate the train split."})
+    max_eval_videos: int | None = field(default=None, metadata={"help": "Truncate eval/test splits."})
+    captions_per_video: int = field(
+        default=1,
+        metadata={"help": "Captions drawn per video in a training batch (>1 lets the discrimination "
+                  "loss see captions of the same video together)."},
+    )
+    max_text_length: int = 32
+    cache_frames: str = field(
+        default="auto",
+        metadata={"help": "Keep decoded clips in memory: auto (when the split is small), yes, no."},
+    )
+    max_decode_failure_fraction: float = field(
+        default=0.05,
+        metadata={"help": "Fail the run when more than this fraction of clips cannot be decoded."},
+    )
+    dataloader_num_workers: int = 0
+
+
+@dataclass
+class ModelArguments:
+    """How a new model is built (the teacher in train.py, the student in distill.py)."""
+
+    model_preset: str = field(
+        default="teacher", metadata={"help": "MCKDConfig preset: teacher or student."}
+    )
+    model_config: str | None = field(
+        default=None, metadata={"help": "JSON/YAML file of MCKDConfig fields (applied over the preset)."}
+    )
+    model_overrides: str | None = field(
+        default=None, metadata={"help": "JSON object of MCKDConfig fields applied last."}
+    )
+    image_size: int = field(
+        default=64, metadata={"help": "Frame crop size for pixel models without a fixed backbone size."}
+    )
+    load_pretrained_backbones: bool = field(
+        default=False,
+        metadata={"help": "Load the named HF backbones' pretrained weights when building a new model."},
+    )
+
+
+@dataclass
+class RunArguments:
+    """Optimisation, checkpoints, logging and Hub upload (TrainingArguments names)."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where everything is written."})
+    config: str | None = field(
+        default=None, metadata={"help": "YAML or JSON file of arguments; the command line overrides it."}
+    )
+    num_train_epochs: float = 10.0
+    max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
+    per_device_train_batch_size: int = 64
+    per_device_eval_batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "cosine, linear or constant."})
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else no), no, fp16, bf16."}
+    )
+    seed: int = 42
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N optimiser steps (0: each epoch)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the most recent)."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' or a checkpoint folder."}
+    )
+    eval_strategy: str = field(default="epoch", metadata={"help": "epoch or no."})
+    logging_steps: int = 10
+    report_to: str = field(
+        default="auto", metadata={"help": "tensorboard, trackio, wandb, none, or auto (tensorboard if installed)."}
+    )
+    disable_tqdm: bool = False
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private_repo: bool = False
+    debug_dump_first_step_grads: str | None = field(
+        default=None, metadata={"help": "Testing aid: save the first step's gradients (main process) here."}
+    )
+
+
+@dataclass
+class DistillArguments:
+    """The MCKD student objective: ranking + kd_weight * distillation + disc_weight * discrimination."""
+
+    teacher: str | None = field(default=None, metadata={"help": "Teacher folder or Hub id (from_pretrained)."})
+    kd_weight: float = 1.0
+    disc_weight: float = 1.0
+    ranking_margin: float = 0.2
+    ranking_max_violation: bool = True
+    kd_mode: str = field(default="kl", metadata={"help": "kl, pearson, relation or feature (see docs/method.md)."})
+    kd_temperature: float = 0.05
+    disc_temperature: float = 0.05
+    disc_text_weight: float = 1.0
+    teacher_frame_sampling: str = field(
+        default="uniform",
+        metadata={"help": "uniform (deterministic, teacher embeddings cached once) or random "
+                  "(teacher re-run each step on the student's frames)."},
+    )
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    text = file.read_text()
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"--config {path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of argument names to values, got {type(data).__name__}")
+    return data
+
+
+def parse_arguments(dataclass_types: tuple[type, ...], argv: list[str] | None = None,
+                    defaults: dict[str, Any] | None = None) -> tuple:
+    """Parse ``dataclass_types`` from ``--config FILE`` (YAML or JSON) then the command line.
+
+    ``defaults`` replace the dataclass defaults (e.g. distill.py builds a student preset).
+    Values on the command line override the file, which overrides ``defaults``. Unknown keys in the file are an error that
+    names them, so a typo never silently falls back to a default.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    parser = HfArgumentParser(dataclass_types)
+    if defaults:
+        parser.set_defaults(**defaults)
+    if known.config:
+        values = _read_config_file(known.config)
+        valid = {f.name for cls in dataclass_types for f in fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"--config {known.config}: unknown argument(s) {unknown}")
+        for key, value in values.items():
+            if isinstance(value, (dict, list)) and key == "model_overrides":
+                values[key] = json.dumps(value)
+        parser.set_defaults(**values)
+    return tuple(parser.parse_args_into_dataclasses(args=argv))

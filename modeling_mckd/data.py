@@ -1,0 +1,317 @@
+"""From a per-video ``DatasetDict`` to model-ready batches, for training and evaluation.
+
+One dataset item is one *video* with ``captions_per_video`` of its captions. The item is processed
+for every model that needs it (the student, and the teacher when its embeddings are not cached), so
+both see the same frames of the same clip. All randomness (which captions, which frames) comes from
+a generator seeded by ``(seed, epoch, index)``: a resumed run, or a run sharded over several
+processes, draws exactly what an uninterrupted single-process run draws.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
+
+from .video_io import VideoDecodeError, count_frames, read_frames
+
+
+logger = logging.getLogger(__name__)
+
+# Caching whole decoded clips is what makes small benchmarks train at CPU speed; past this size
+# the cache would compete with the model for memory, so "auto" decodes on the fly instead.
+AUTO_CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+class ClipStore:
+    """Reads each video's raw inputs (decoded frames or pre-extracted features, plus audio).
+
+    With ``cache=True`` a clip is decoded once and kept in memory (uint8), so later epochs skip
+    the decoder, which dominates training time on small benchmarks.
+    """
+
+    def __init__(self, videos, input_mode: str, cache: bool = False, feature_loader=None):
+        self.video_paths = list(videos["video"]) if "video" in videos.column_names else [None] * len(videos)
+        self.feature_refs = list(videos["features"]) if "features" in videos.column_names else [None] * len(videos)
+        self.audio_paths = list(videos["audio"]) if "audio" in videos.column_names else [None] * len(videos)
+        self.video_ids = list(videos["video_id"])
+        self.input_mode = input_mode
+        self.cache = cache
+        self._feature_loader = feature_loader
+        self._frames: dict[int, np.ndarray] = {}
+        self._audio: dict[int, np.ndarray] = {}
+        if input_mode == "pixels" and any(path is None for path in self.video_paths):
+            missing = sum(path is None for path in self.video_paths)
+            raise ValueError(
+                f"{missing} of {len(self.video_paths)} rows have no `video` path but the model reads pixels: "
+                "prepare the dataset with --videos_dir, or use a features model"
+            )
+        if input_mode == "features" and any(ref is None for ref in self.feature_refs):
+            raise ValueError("the model reads pre-extracted features but some rows have no `features` reference")
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def has_audio(self) -> bool:
+        return any(path is not None for path in self.audio_paths)
+
+    def clip(self, index: int) -> np.ndarray:
+        """All frames (T, H, W, 3) uint8, or all feature rows (T, D) float32, of video ``index``."""
+        if index in self._frames:
+            return self._frames[index]
+        if self.input_mode == "pixels":
+            clip = read_frames(self.video_paths[index])
+        else:
+            if self._feature_loader is None:
+                from dataset_scripts.features import load_feature_ref
+
+                self._feature_loader = load_feature_ref
+            clip = np.asarray(self._feature_loader(self.feature_refs[index]), dtype=np.float32)
+        if self.cache:
+            self._frames[index] = clip
+        return clip
+
+    def audio(self, index: int) -> np.ndarray | None:
+        path = self.audio_paths[index]
+        if path is None:
+            return None
+        if index not in self._audio:
+            array = np.load(path, allow_pickle=False)
+            if array.ndim != 2:
+                raise ValueError(f"{path}: audio features must have shape (T, D), got {array.shape}")
+            self._audio[index] = array.astype(np.float32)
+        return self._audio[index]
+
+    def estimated_cache_bytes(self) -> int:
+        """Rough size of caching every clip, from the first readable one."""
+        for index in range(min(len(self), 4)):
+            try:
+                return int(self.clip(index).nbytes) * len(self)
+            except VideoDecodeError:
+                continue
+        return 0
+
+
+def choose_cache(store: ClipStore, policy: str) -> bool:
+    if policy not in {"auto", "yes", "no"}:
+        raise ValueError(f"cache_frames must be auto, yes or no, got {policy!r}")
+    if policy != "auto":
+        return policy == "yes"
+    return store.estimated_cache_bytes() <= AUTO_CACHE_LIMIT_BYTES
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation seeded by ``(seed, epoch)``: reproducible after a resume and across ranks."""
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True):
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.length))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+def caption_offsets(captions: Sequence[Sequence[str]]) -> np.ndarray:
+    """Index of each video's first caption in the flattened caption list (length V + 1)."""
+    return np.concatenate([[0], np.cumsum([len(c) for c in captions])]).astype(np.int64)
+
+
+class RetrievalTrainSet(TorchDataset):
+    """Training items: one video, some of its captions, its clip processed for each model."""
+
+    def __init__(self, videos, store: ClipStore, processors: dict, *, captions_per_video: int = 1, seed: int = 0):
+        if captions_per_video < 1:
+            raise ValueError(f"captions_per_video must be >= 1, got {captions_per_video}")
+        self.captions = [list(c) for c in videos["captions"]]
+        for row, captions in enumerate(self.captions):
+            if not captions:
+                raise ValueError(f"video {store.video_ids[row]!r} (row {row}) has no captions")
+        self.offsets = caption_offsets(self.captions)
+        self.store = store
+        self.processors = processors
+        self.captions_per_video = captions_per_video
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        captions = self.captions[index]
+        replace = len(captions) < self.captions_per_video
+        chosen = rng.choice(len(captions), size=self.captions_per_video, replace=replace)
+        item = {
+            "video_index": index,
+            "caption_indices": [int(self.offsets[index] + c) for c in chosen],
+            "captions": [captions[c] for c in chosen],
+            "inputs": {},
+        }
+        try:
+            clip = self.store.clip(index)
+        except VideoDecodeError as error:
+            logger.warning("skipping training clip: %s", error)
+            item["failed"] = True
+            return item
+        audio = self.store.audio(index)
+        frame_seed = rng.integers(2**32)
+        for name, processor in self.processors.items():
+            # The same frame-sampling seed for every model: teacher and student see the same frames.
+            item["inputs"][name] = process_clip(processor, clip, audio, training=True, rng=np.random.default_rng(frame_seed))
+        return item
+
+
+class RetrievalVideoSet(TorchDataset):
+    """Evaluation items: every video once, uniformly sampled. A clip that cannot be decoded is
+    replaced by a blank one and counted, so the gallery keeps its indices."""
+
+    def __init__(self, store: ClipStore, processor, indices: Sequence[int] | None = None):
+        self.store = store
+        self.processor = processor
+        self.indices = list(range(len(store))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict:
+        index = self.indices[position]
+        try:
+            clip = self.store.clip(index)
+            failed = False
+        except VideoDecodeError as error:
+            logger.warning("evaluation clip replaced by a blank one: %s", error)
+            clip, failed = None, True
+        inputs = process_clip(self.processor, clip, self.store.audio(index), training=False, rng=None)
+        return {"video_index": index, "failed": failed, "inputs": {"model": inputs}}
+
+
+def process_clip(processor, clip: np.ndarray | None, audio: np.ndarray | None, *, training: bool, rng) -> dict:
+    """Sample and preprocess one clip for one model's processor (tensors without a batch axis)."""
+    video_processor = processor.video_processor
+    if clip is None:
+        # A blank stand-in of the right shape for a clip that failed to decode.
+        if video_processor.input_mode == "pixels":
+            size = video_processor.crop_size_hw()
+            clip = np.zeros((1, size[0], size[1], 3), dtype=np.uint8)
+        else:
+            clip = np.zeros((1, video_processor.feature_dim or 1), dtype=np.float32)
+    indices = video_processor.sample_indices(len(clip), training=training, rng=rng)
+    sampled = clip[indices]
+    if video_processor.input_mode == "pixels":
+        tensor = video_processor.preprocess_frames(sampled, training=training, rng=rng)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(sampled, dtype=np.float32))
+    out = {"clip": tensor}
+    if audio is not None:
+        out["audio"] = torch.from_numpy(audio)
+    return out
+
+
+def pad_time(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (T_i, ...) tensors into (B, max T, ...) with a (B, max T) mask of real steps."""
+    length = max(t.shape[0] for t in tensors)
+    batch = tensors[0].new_zeros((len(tensors), length, *tensors[0].shape[1:]))
+    mask = torch.zeros(len(tensors), length, dtype=torch.long)
+    for row, tensor in enumerate(tensors):
+        batch[row, : tensor.shape[0]] = tensor
+        mask[row, : tensor.shape[0]] = 1
+    return batch, mask
+
+
+def model_inputs(processor, processed: list[dict], texts: list[str] | None, max_text_length: int) -> dict:
+    """Batch the processed clips (and tokenise the texts) for one model."""
+    out = {}
+    if texts is not None:
+        tokens = processor.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_text_length, return_tensors="pt"
+        )
+        out["input_ids"] = tokens["input_ids"]
+        out["attention_mask"] = tokens["attention_mask"]
+    if processed:
+        clips, mask = pad_time([p["clip"] for p in processed])
+        key = "pixel_values_videos" if processor.video_processor.input_mode == "pixels" else "video_features"
+        out[key] = clips
+        out["video_mask"] = mask
+        if all("audio" in p for p in processed):
+            out["audio_features"], out["audio_mask"] = pad_time([p["audio"] for p in processed])
+    return out
+
+
+class TrainCollator:
+    """Batches training items; captions are flattened (k per video) and point at their video."""
+
+    def __init__(self, processors: dict, max_text_length: int = 32):
+        self.processors = processors
+        self.max_text_length = max_text_length
+
+    def __call__(self, items: list[dict]) -> dict:
+        failed = sum(bool(item.get("failed")) for item in items)
+        items = [item for item in items if not item.get("failed")]
+        batch = {"num_failed": torch.tensor(failed), "num_items": torch.tensor(len(items) + failed)}
+        if not items:
+            return batch
+        texts = [caption for item in items for caption in item["captions"]]
+        per_video = len(items[0]["captions"])
+        batch["video_index"] = torch.tensor([item["video_index"] for item in items])
+        batch["caption_index"] = torch.tensor([c for item in items for c in item["caption_indices"]])
+        # Row of each caption's video inside this batch, to align video rows with caption rows.
+        batch["text_video_position"] = torch.arange(len(items)).repeat_interleave(per_video)
+        for name, processor in self.processors.items():
+            batch[name] = model_inputs(processor, [item["inputs"][name] for item in items], texts, self.max_text_length)
+        return batch
+
+
+class VideoCollator:
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, items: list[dict]) -> dict:
+        return {
+            "video_index": torch.tensor([item["video_index"] for item in items]),
+            "num_failed": torch.tensor(sum(item["failed"] for item in items)),
+            "model": model_inputs(self.processor, [item["inputs"]["model"] for item in items], None, 0),
+        }
+
+
+def resolve_path(path: str | None, root: Path) -> str | None:
+    """Dataset rows may hold paths relative to the dataset folder."""
+    if path is None:
+        return None
+    candidate = Path(path)
+    return str(candidate if candidate.is_absolute() else root / candidate)
+
+
+__all__ = [
+    "ClipStore",
+    "EpochShuffleSampler",
+    "RetrievalTrainSet",
+    "RetrievalVideoSet",
+    "TrainCollator",
+    "VideoCollator",
+    "caption_offsets",
+    "choose_cache",
+    "count_frames",
+    "model_inputs",
+    "pad_time",
+    "process_clip",
+]

@@ -1,0 +1,321 @@
+"""What ``train.py`` and ``distill.py`` do, as functions: data, model building, outputs.
+
+The scripts stay thin (arguments, then these calls), and the tests drive the same functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate.utils import set_seed
+
+from .arguments import DataArguments, DistillArguments, ModelArguments, RunArguments
+from .configuration_mckd import MCKDConfig
+from .modeling_mckd import MCKDModel
+from .processing_mckd import MCKDProcessor, MCKDVideoProcessor
+from .tokenization import build_word_tokenizer
+from .training import RetrievalTrainer, StudentObjective, TeacherObjective, encode_texts, encode_videos
+
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def load_run_dataset(data_args: DataArguments, main_process: bool = True):
+    """The DatasetDict to train on: ``--dataset`` (disk folder or Hub id) or the synthetic default."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    if data_args.dataset:
+        path = Path(data_args.dataset)
+        if path.exists():
+            if not (path / "dataset_dict.json").is_file():
+                raise FileNotFoundError(
+                    f"--dataset {path}: not a DatasetDict folder (no dataset_dict.json); build one with dataset_scripts/"
+                )
+            return load_from_disk(str(path))
+        return load_dataset(data_args.dataset)
+    from dataset_scripts.synthetic import generate_synthetic
+
+    overrides = {
+        key: value
+        for key, value in {
+            "seed": data_args.synthetic_seed,
+            "num_train": data_args.synthetic_num_train,
+            "num_val": data_args.synthetic_num_val,
+            "num_test": data_args.synthetic_num_test,
+        }.items()
+        if value is not None
+    }
+    dataset = generate_synthetic(data_args.synthetic_dir, **overrides)
+    if not isinstance(dataset, DatasetDict):
+        dataset = load_from_disk(str(Path(data_args.synthetic_dir) / "dataset"))
+    return dataset
+
+
+def audio_feature_dim(videos) -> int | None:
+    """Feature size of the co-occurring audio of a split, or None when it has none."""
+    if "audio" not in videos.column_names:
+        return None
+    for path in videos["audio"]:
+        if path is not None:
+            return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[-1])
+    return None
+
+
+def video_feature_dim(videos) -> int | None:
+    if "features" not in videos.column_names:
+        return None
+    for ref in videos["features"]:
+        if ref is not None:
+            from dataset_scripts.features import load_feature_ref
+
+            return int(load_feature_ref(ref).shape[-1])
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+def _load_mapping(path_or_json: str | None, what: str) -> dict:
+    if not path_or_json:
+        return {}
+    path = Path(path_or_json)
+    if path.is_file():
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(path_or_json)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{what}: neither a file nor a JSON object: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: expected a mapping of MCKDConfig fields, got {type(data).__name__}")
+    return data
+
+
+def build_config(model_args: ModelArguments, train_videos, *, tokenizer_vocab_size: int | None) -> MCKDConfig:
+    """Preset + config file + overrides, with dimensions that depend on the data filled in."""
+    presets = {"teacher": MCKDConfig.teacher_preset, "student": MCKDConfig.student_preset}
+    if model_args.model_preset not in presets:
+        raise ValueError(f"model_preset must be one of {sorted(presets)}, got {model_args.model_preset!r}")
+    fields = _load_mapping(model_args.model_config, "model_config")
+    fields.update(_load_mapping(model_args.model_overrides, "model_overrides"))
+    probe = presets[model_args.model_preset](**fields)
+    if probe.text_encoder == "builtin" and tokenizer_vocab_size:
+        fields["vocab_size"] = tokenizer_vocab_size
+    if probe.video_input == "features" and "video_feature_dim" not in fields:
+        dim = video_feature_dim(train_videos)
+        if dim:
+            fields["video_feature_dim"] = dim
+    extra = dict(fields.get("extra_modalities", probe.extra_modalities) or {})
+    if "audio" in extra:
+        dim = audio_feature_dim(train_videos)
+        if dim is None:
+            logger.warning("the model has an audio tower but the dataset has no audio: the tower is dropped")
+            extra.pop("audio")
+        else:
+            extra["audio"] = {**extra["audio"], "feature_dim": dim}
+        fields["extra_modalities"] = extra
+    return presets[model_args.model_preset](**fields)
+
+
+def build_tokenizer(model_args: ModelArguments, train_videos, max_text_length: int):
+    probe = _probe_config(model_args)
+    if probe.text_encoder == "builtin":
+        captions = [caption for captions in train_videos["captions"] for caption in captions]
+        return build_word_tokenizer(captions, max_length=max_text_length)
+    from transformers import AutoTokenizer
+
+    name = probe.text_backbone
+    if not name:
+        raise ValueError("text_encoder='hf' needs text_backbone (a name or folder with a tokenizer)")
+    return AutoTokenizer.from_pretrained(name)
+
+
+def _probe_config(model_args: ModelArguments) -> MCKDConfig:
+    fields = _load_mapping(model_args.model_config, "model_config")
+    fields.update(_load_mapping(model_args.model_overrides, "model_overrides"))
+    # Data-dependent dimensions are not known yet; placeholders keep validation happy.
+    fields.setdefault("video_feature_dim", fields.get("video_feature_dim") or 1)
+    preset = MCKDConfig.teacher_preset if model_args.model_preset == "teacher" else MCKDConfig.student_preset
+    return preset(**fields)
+
+
+def build_model_and_processor(model_args: ModelArguments, data_args: DataArguments, train_videos):
+    tokenizer = build_tokenizer(model_args, train_videos, data_args.max_text_length)
+    config = build_config(model_args, train_videos, tokenizer_vocab_size=len(tokenizer))
+    if model_args.load_pretrained_backbones:
+        model = MCKDModel.from_backbones(config, load_pretrained_backbones=True)
+    else:
+        model = MCKDModel(config)
+    video_processor = MCKDVideoProcessor(
+        num_frames=config.num_frames,
+        input_mode=config.video_input,
+        **_image_size_kwargs(config, model_args.image_size),
+    )
+    processor = MCKDProcessor(video_processor=video_processor, tokenizer=tokenizer)
+    return model, processor
+
+
+def _image_size_kwargs(config: MCKDConfig, default: int) -> dict:
+    if config.video_input != "pixels":
+        return {}
+    size = default
+    vision = getattr(config, "vision_config", None)
+    if isinstance(vision, dict) and vision.get("image_size"):
+        size = int(vision["image_size"])
+    elif vision is not None and getattr(vision, "image_size", None):
+        size = int(vision.image_size)
+    return {"size": size, "crop_size": size}
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def run_teacher(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments) -> dict:
+    """Train a teacher by multimodal contrastive learning; returns all_results."""
+    _check_run_args(run_args)
+    set_seed(run_args.seed)
+    datasets = load_run_dataset(data_args)
+    model, processor = build_model_and_processor(model_args, data_args, datasets[data_args.train_split])
+    trainer = RetrievalTrainer(
+        model=model, processor=processor, objective=TeacherObjective(), datasets=datasets,
+        run_args=run_args, data_args=data_args, track_config=_flat_config(model_args, data_args, run_args),
+    )
+    summary = trainer.train()
+    return finish_run(trainer, summary, role="teacher", args=(model_args, data_args, run_args))
+
+
+def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments,
+                distill_args: DistillArguments) -> dict:
+    """Distil a student from a frozen teacher (or, with both weights 0, train ranking-only)."""
+    _check_run_args(run_args)
+    if distill_args.teacher is None and (distill_args.kd_weight or distill_args.teacher_frame_sampling == "random"):
+        raise ValueError("--teacher is required unless --kd_weight 0 (a student trained without a teacher)")
+    if distill_args.teacher_frame_sampling not in {"uniform", "random"}:
+        raise ValueError(f"teacher_frame_sampling must be uniform or random, got {distill_args.teacher_frame_sampling!r}")
+    set_seed(run_args.seed)
+    datasets = load_run_dataset(data_args)
+    train_videos = datasets[data_args.train_split]
+    model, processor = build_model_and_processor(model_args, data_args, train_videos)
+    teacher = teacher_processor = None
+    if distill_args.teacher is not None:
+        teacher = MCKDModel.from_pretrained(distill_args.teacher)
+        teacher_processor = MCKDProcessor.from_pretrained(distill_args.teacher)
+        teacher.requires_grad_(False)
+        teacher.eval()
+    extra_processors = {}
+    objective = StudentObjective(distill_args)
+    trainer = RetrievalTrainer(
+        model=model, processor=processor, objective=objective, datasets=datasets, run_args=run_args,
+        data_args=data_args, extra_processors=extra_processors,
+        track_config=_flat_config(model_args, data_args, run_args, distill_args),
+    )
+    if teacher is not None and distill_args.kd_weight:
+        device = trainer.accelerator.device
+        teacher.to(device)
+        if distill_args.teacher_frame_sampling == "uniform":
+            # Teacher inputs are deterministic: encode the train split once instead of every epoch.
+            store = trainer.train_store
+            captions = [c for caps in trainer.train_videos["captions"] for c in caps]
+            objective.teacher_text_cache = encode_texts(
+                teacher, teacher_processor, captions, run_args.per_device_eval_batch_size, device, data_args.max_text_length
+            )
+            objective.teacher_video_cache, _ = encode_videos(
+                teacher, teacher_processor, store, run_args.per_device_eval_batch_size, device
+            )
+        else:
+            objective.teacher = teacher
+            trainer.collator.processors["teacher"] = teacher_processor
+            trainer.train_set.processors["teacher"] = teacher_processor
+    summary = trainer.train()
+    return finish_run(trainer, summary, role="student", args=(model_args, data_args, run_args, distill_args),
+                      teacher=distill_args.teacher)
+
+
+def _check_run_args(run_args: RunArguments) -> None:
+    if not run_args.output_dir:
+        raise ValueError("--output_dir is required (on the command line or in --config)")
+    if run_args.push_to_hub and not run_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id")
+    if run_args.eval_strategy not in {"epoch", "no"}:
+        raise ValueError(f"eval_strategy must be epoch or no, got {run_args.eval_strategy!r}")
+
+
+def _flat_config(*args) -> dict:
+    flat = {}
+    for group in args:
+        flat.update(dataclasses.asdict(group))
+    return flat
+
+
+def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tuple, teacher: str | None = None) -> dict:
+    """Final evaluation on test, then the model folder: weights, processor, results, model card."""
+    run_args = trainer.run_args
+    data_args = trainer.data_args
+    accelerator = trainer.accelerator
+    output_dir = Path(run_args.output_dir)
+    results = {"role": role, **{k: v for k, v in summary.items() if k != "history"}}
+    model = accelerator.unwrap_model(trainer.model)
+    results["num_parameters"] = count_parameters(model)
+    split_results = {}
+    for split in (data_args.eval_split, data_args.test_split):
+        if split and split in trainer.datasets:
+            split_results[split] = trainer.evaluate(split)
+            for key, value in split_results[split].items():
+                results[f"{split}_{key}"] = value
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(output_dir)
+        trainer.processor.save_pretrained(output_dir)
+        (output_dir / "all_results.json").write_text(json.dumps(results, indent=2, default=float))
+        (output_dir / "training_history.json").write_text(json.dumps(summary["history"]))
+        training_config = _flat_config(*args)
+        from .hub import write_model_card
+
+        write_model_card(
+            output_dir, role=role, model_name=output_dir.name, results=split_results,
+            training_config=training_config, teacher=teacher,
+            dataset_name=data_args.dataset or "mckd-synthetic",
+            dataset_type="local" if data_args.dataset else "synthetic",
+            loss_description=_loss_description(role, args), repo_id=run_args.hub_model_id,
+        )
+        if run_args.push_to_hub:
+            from .hub import push_folder_to_hub
+
+            url = push_folder_to_hub(output_dir, run_args.hub_model_id, private=run_args.hub_private_repo)
+            results["hub_url"] = url
+    accelerator.wait_for_everyone()
+    return results
+
+
+def _loss_description(role: str, args: tuple) -> dict:
+    if role == "teacher":
+        return {"objective": "sum of symmetric InfoNCE over every pair of co-occurring modalities"}
+    distill = args[-1]
+    return {
+        "objective": "ranking + kd_weight * distillation + disc_weight * discrimination",
+        "kd_weight": distill.kd_weight, "disc_weight": distill.disc_weight, "kd_mode": distill.kd_mode,
+        "kd_temperature": distill.kd_temperature, "disc_temperature": distill.disc_temperature,
+        "ranking_margin": distill.ranking_margin,
+    }
