@@ -1,0 +1,534 @@
+"""Shared schema and helpers of the dataset preparation CLIs.
+
+Every preparation script turns the files a benchmark is distributed with into one
+``datasets.DatasetDict`` with the columns of :data:`DATASET_FEATURES` (one row per video) and
+writes it with :func:`write_dataset_dict`. :func:`expand_captions` turns such a split into one row
+per caption for training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+from datasets import Dataset, DatasetDict, Features, List, Value
+
+logger = logging.getLogger(__name__)
+
+#: Split names, in the order they are written.
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+#: Column types of every per-video split (see docs/datasets.md).
+DATASET_FEATURES = Features(
+    {
+        "video_id": Value("string"),
+        "video": Value("string"),
+        "captions": List(Value("string")),
+        "audio": Value("string"),
+        "features": Value("string"),
+        "split": Value("string"),
+    }
+)
+
+#: Column types of :func:`expand_captions` output.
+CAPTION_FEATURES = Features(
+    {
+        "video_index": Value("int64"),
+        "video_id": Value("string"),
+        "caption": Value("string"),
+        "caption_index": Value("int64"),
+        "video": Value("string"),
+        "audio": Value("string"),
+        "features": Value("string"),
+        "split": Value("string"),
+    }
+)
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv", ".gif")
+AUDIO_EXTENSIONS: tuple[str, ...] = (".npy",)
+MissingPolicy = Literal["report", "error"]
+
+
+class AnnotationError(ValueError):
+    """An annotation file is missing, malformed or inconsistent.
+
+    ``AnnotationError(path, where, expected)`` builds the message ``"<path>, <where>: <expected>"``
+    (``where`` is e.g. ``"line 12"`` or ``"key 'videos'[3].split"``). A single argument is used as
+    the whole message.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, where: str | None = None, expected: str | None = None):
+        self.path = None if path is None else str(path)
+        self.where = where
+        self.expected = expected
+        if where is None and expected is None:
+            message = self.path or "invalid annotations"
+        else:
+            location = ", ".join(part for part in (self.path, where) if part)
+            message = f"{location}: {expected}" if expected else location
+        super().__init__(message)
+
+
+class MissingVideosError(ValueError):
+    """Annotated videos (or their audio / feature files) are absent and ``missing="error"`` was asked."""
+
+
+class HubPushError(RuntimeError):
+    """``push_to_hub`` failed (offline, no token, no network...); the local copy is already written."""
+
+
+def require_file(path: str | os.PathLike, what: str = "annotation file") -> Path:
+    """Return ``path`` as a Path, or raise AnnotationError when it is not an existing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(path, None, f"{what} not found" if not path.exists() else f"{what} expected, found a directory")
+    return path
+
+
+def read_text_lines(path: str | os.PathLike, what: str = "annotation file") -> list[str]:
+    """Lines of a UTF-8 text file without their line ends (a BOM is dropped); line i is number i+1."""
+    path = require_file(path, what)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise AnnotationError(path, f"byte {error.start}", "UTF-8 text expected") from None
+    return text.splitlines()
+
+
+# ----------------------------------------------------------------------------------------------
+# rows
+# ----------------------------------------------------------------------------------------------
+
+
+def make_row(
+    video_id: str,
+    captions: Sequence[str],
+    split: str,
+    *,
+    video: str | None = None,
+    audio: str | None = None,
+    features: str | None = None,
+) -> dict[str, Any]:
+    """One per-video row with every column of :data:`DATASET_FEATURES`."""
+    return {
+        "video_id": str(video_id),
+        "video": video,
+        "captions": list(captions),
+        "audio": audio,
+        "features": features,
+        "split": split,
+    }
+
+
+def validate_rows(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    """Check split names, required columns, unique ids and non-empty captions (raises ValueError)."""
+    for split, rows in rows_by_split.items():
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+        seen: set[str] = set()
+        for index, row in enumerate(rows):
+            missing_columns = [name for name in ("video_id", "captions") if name not in row]
+            if missing_columns:
+                raise ValueError(f"split {split!r}, row {index}: missing column(s) {missing_columns}")
+            video_id = row["video_id"]
+            if not isinstance(video_id, str) or not video_id:
+                raise ValueError(f"split {split!r}, row {index}: video_id must be a non-empty string, got {video_id!r}")
+            if video_id in seen:
+                raise ValueError(f"split {split!r}: video_id {video_id!r} appears twice (one row per video expected)")
+            seen.add(video_id)
+            captions = row["captions"]
+            if isinstance(captions, str) or not captions:
+                raise ValueError(
+                    f"split {split!r}, video {video_id!r}: captions must be a non-empty list of strings, got {captions!r}"
+                )
+            if not all(isinstance(caption, str) for caption in captions):
+                raise ValueError(f"split {split!r}, video {video_id!r}: every caption must be a string")
+            if row.get("split", split) != split:
+                raise ValueError(f"split {split!r}, video {video_id!r}: row says split={row['split']!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# files on disk
+# ----------------------------------------------------------------------------------------------
+
+
+class ResolvedRows(list):
+    """The rows kept by :func:`resolve_videos`, with the ids left out in ``missing_video_ids``.
+
+    A plain ``list`` of row dicts otherwise; ``num_missing`` is ``len(missing_video_ids)``.
+    """
+
+    missing_video_ids: list[str]
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), missing_video_ids: Iterable[str] = ()):
+        super().__init__(rows)
+        self.missing_video_ids = list(missing_video_ids)
+
+    @property
+    def num_missing(self) -> int:
+        return len(self.missing_video_ids)
+
+
+def index_files(directory: str | os.PathLike, extensions: Sequence[str]) -> dict[str, str]:
+    """Map file stem -> absolute path for files under ``directory`` (recursive) with ``extensions``.
+
+    Distributions split videos into sub-folders (e.g. MSR-VTT ``TrainValVideo/`` and ``TestVideo/``),
+    hence the recursive walk. When a stem exists with several extensions, the earlier extension in
+    ``extensions`` wins, so the result does not depend on the directory order.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: directory not found")
+    rank = {extension.lower(): position for position, extension in enumerate(extensions)}
+    found: dict[str, tuple[int, str]] = {}
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            stem, extension = os.path.splitext(name)
+            position = rank.get(extension.lower())
+            if position is None:
+                continue
+            path = os.path.abspath(os.path.join(root, name))
+            previous = found.get(stem)
+            if previous is None or (position, path) < previous:
+                found[stem] = (position, path)
+    return {stem: path for stem, (_position, path) in found.items()}
+
+
+def _describe_missing(ids: Sequence[str], what: str, directory: Any) -> str:
+    shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return f"{len(ids)} annotated video(s) have no {what} in {directory}: {shown}"
+
+
+def resolve_videos(
+    rows: Iterable[dict[str, Any]],
+    videos_dir: str | os.PathLike | None,
+    *,
+    extensions: Sequence[str] = VIDEO_EXTENSIONS,
+    missing: MissingPolicy = "report",
+    file_stems: Mapping[str, str] | None = None,
+    column: str = "video",
+    drop_missing: bool = True,
+) -> ResolvedRows:
+    """Fill ``row[column]`` with the path of ``<video_id>.<ext>`` found under ``videos_dir``.
+
+    Annotated videos without a file are counted, reported with ``logging.warning`` and dropped
+    (the returned :class:`ResolvedRows` lists them in ``missing_video_ids``); with ``missing="error"``
+    a :class:`MissingVideosError` naming the first few ids is raised instead. ``file_stems`` maps a
+    video id to the file stem on disk when they differ (MSVD ``vidN`` files). With
+    ``drop_missing=False`` the rows are kept with ``None`` (used for optional audio files).
+    ``videos_dir=None`` returns the rows unchanged.
+    """
+    rows = list(rows)
+    if videos_dir is None:
+        return ResolvedRows(rows)
+    if missing not in ("report", "error"):
+        raise ValueError(f"missing must be 'report' or 'error', got {missing!r}")
+    available = index_files(videos_dir, extensions)
+    kept: list[dict[str, Any]] = []
+    missing_ids: list[str] = []
+    for row in rows:
+        stem = file_stems.get(row["video_id"], row["video_id"]) if file_stems is not None else row["video_id"]
+        path = available.get(stem)
+        if path is None:
+            missing_ids.append(row["video_id"])
+            if drop_missing:
+                continue
+        kept.append({**row, column: path})
+    what = "video file" if column == "video" else f"{column} file ({'/'.join(extensions)})"
+    if missing_ids:
+        message = _describe_missing(missing_ids, what, videos_dir)
+        if missing == "error":
+            raise MissingVideosError(message)
+        action = "written without them" if drop_missing else f"written with {column}=None"
+        logger.warning("%s; %s (%d kept)", message, action, len(kept) - (0 if drop_missing else len(missing_ids)))
+    return ResolvedRows(kept, missing_ids)
+
+
+def attach_side_files(
+    rows_by_split: Mapping[str, Sequence[dict[str, Any]]],
+    *,
+    videos_dir: str | os.PathLike | None = None,
+    audio_dir: str | os.PathLike | None = None,
+    features_dir: str | os.PathLike | None = None,
+    missing: MissingPolicy = "report",
+    file_stems: Mapping[str, str] | None = None,
+    video_extensions: Sequence[str] = VIDEO_EXTENSIONS,
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Fill ``video``, ``audio`` and ``features`` of every split; return (rows_by_split, notes).
+
+    Videos and features without a file drop their row (or raise with ``missing="error"``);
+    a missing audio file leaves ``audio=None`` (audio is optional) but is still reported.
+    ``notes`` are one-line human summaries, e.g. for the DatasetDict description.
+    """
+    notes: list[str] = []
+    result: dict[str, list[dict[str, Any]]] = {}
+    for split, rows in rows_by_split.items():
+        rows = list(rows)
+        if videos_dir is not None:
+            rows = resolve_videos(rows, videos_dir, extensions=video_extensions, missing=missing, file_stems=file_stems)
+            if rows.num_missing:
+                notes.append(f"{split}: {rows.num_missing} annotated video(s) without a video file were left out")
+        if audio_dir is not None:
+            rows = resolve_videos(
+                rows, audio_dir, extensions=AUDIO_EXTENSIONS, missing=missing, column="audio", drop_missing=False
+            )
+            if rows.num_missing:
+                notes.append(f"{split}: {rows.num_missing} video(s) have no audio file (audio=None)")
+        if features_dir is not None:
+            # Imported here: features.py imports this module.
+            from dataset_scripts.features import attach_feature_refs
+
+            rows, missing_ids = attach_feature_refs(rows, features_dir, missing=missing)
+            if missing_ids:
+                notes.append(f"{split}: {len(missing_ids)} annotated video(s) without features were left out")
+        result[split] = list(rows)
+    return result, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------
+
+
+def _generate_rows(rows: Sequence[Mapping[str, Any]], split: str) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        yield {
+            "video_id": row["video_id"],
+            "video": row.get("video"),
+            "captions": list(row["captions"]),
+            "audio": row.get("audio"),
+            "features": row.get("features"),
+            "split": split,
+        }
+
+
+def make_dataset_dict(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]], *, description: str = "") -> DatasetDict:
+    """Build the DatasetDict in memory (no file written); splits in :data:`SPLITS` order."""
+    validate_rows(rows_by_split)
+    built = DatasetDict()
+    for split in SPLITS:
+        if split in rows_by_split:
+            dataset = Dataset.from_list(
+                list(_generate_rows(rows_by_split[split], split)), features=DATASET_FEATURES, split=datasets.NamedSplit(split)
+            )
+            dataset.info.description = description
+            built[split] = dataset
+    return built
+
+
+def push_dataset_dict(dataset_dict: DatasetDict, repo_id: str, *, private: bool = False, source: str = "dataset") -> None:
+    """``dataset_dict.push_to_hub(repo_id)``; any failure becomes a one-line :class:`HubPushError`."""
+    try:
+        dataset_dict.push_to_hub(repo_id, private=private)
+    except Exception as error:  # offline, no token, network...: say what failed, keep the cause chained
+        raise HubPushError(
+            f"pushing {source} to the Hub dataset repo {repo_id!r} failed ({type(error).__name__}: {error})"
+        ) from error
+    logger.info("pushed to https://huggingface.co/datasets/%s", repo_id)
+
+
+def write_dataset_dict(
+    rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]],
+    output_dir: str | os.PathLike,
+    *,
+    description: str = "",
+    push_to_hub: str | None = None,
+    private: bool = False,
+) -> DatasetDict:
+    """Write one split per key of ``rows_by_split`` to ``output_dir`` and return it, loaded back.
+
+    Splits are built with ``Dataset.from_generator`` and :data:`DATASET_FEATURES`, saved with
+    ``save_to_disk`` into a temporary sibling folder (its generator cache lives in there too, so
+    nothing leaks into ``HF_DATASETS_CACHE``) and renamed into place only once complete; an
+    existing ``output_dir`` is replaced at that moment, never half-overwritten. ``description`` is
+    stored in each split's ``DatasetInfo.description``. With ``push_to_hub="user/name"`` the
+    written DatasetDict is then pushed (a failure raises :class:`HubPushError`; the local copy
+    stays).
+    """
+    validate_rows(rows_by_split)
+    if not rows_by_split:
+        raise ValueError("no split to write: rows_by_split is empty")
+    for split, rows in rows_by_split.items():
+        if not rows:
+            raise ValueError(f"split {split!r} has no row to write (every video missing?)")
+    output_dir = Path(output_dir).resolve()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        built = DatasetDict()
+        for split in SPLITS:
+            if split not in rows_by_split:
+                continue
+            rows = rows_by_split[split]
+            dataset = Dataset.from_generator(
+                _generate_rows,
+                features=DATASET_FEATURES,
+                cache_dir=str(staging / "cache"),
+                gen_kwargs={"rows": rows, "split": split},
+                split=datasets.NamedSplit(split),
+                # The content fingerprint would pickle every row; the staging folder is private.
+                fingerprint=f"mckd-{split}-{staging.name}",
+            )
+            dataset.info.description = description
+            built[split] = dataset
+        data_dir = staging / "data"
+        built.save_to_disk(str(data_dir))
+        del built
+        backup = None
+        if output_dir.exists():
+            backup = staging / "previous"
+            os.replace(output_dir, backup)
+        os.replace(data_dir, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result = datasets.load_from_disk(str(output_dir))
+    counts = ", ".join(f"{split}: {len(result[split])} videos" for split in result)
+    logger.info("wrote %s (%s)", output_dir, counts)
+    if push_to_hub:
+        push_dataset_dict(result, push_to_hub, private=private, source=f"{output_dir} (written completely)")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# training view
+# ----------------------------------------------------------------------------------------------
+
+
+def _expand_batch(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+    out: dict[str, list] = {name: [] for name in CAPTION_FEATURES}
+    for position, video_index in enumerate(indices):
+        for caption_index, caption in enumerate(batch["captions"][position]):
+            out["video_index"].append(video_index)
+            out["caption"].append(caption)
+            out["caption_index"].append(caption_index)
+            for name in ("video_id", "video", "audio", "features", "split"):
+                out[name].append(batch[name][position] if name in batch else None)
+    return out
+
+
+def expand_captions(dataset: Dataset, *, keep_in_memory: bool = False) -> Dataset:
+    """One row per caption: ``video_index`` (row of ``dataset``), ``video_id``, ``caption``,
+    ``caption_index`` (position in the video's caption list), and ``video``, ``audio``,
+    ``features``, ``split`` carried over. Rows keep the video order, then the caption order."""
+    if "captions" not in dataset.column_names or "video_id" not in dataset.column_names:
+        raise ValueError(f"expand_captions needs 'video_id' and 'captions' columns, got {dataset.column_names}")
+    return dataset.map(
+        _expand_batch,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        features=CAPTION_FEATURES,
+        keep_in_memory=keep_in_memory,
+        desc="expanding captions",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CommonArguments:
+    """Arguments every preparation CLI takes (added by :func:`add_common_arguments`)."""
+
+    output_dir: str
+    videos_dir: str | None = None
+    audio_dir: str | None = None
+    features_dir: str | None = None
+    missing: MissingPolicy = "report"
+    push_to_hub: str | None = None
+    private: bool = False
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add --output_dir (required), --videos_dir, --audio_dir, --features_dir, --missing,
+    --push-to-hub/--push_to_hub and --private to ``parser`` (an argparse or HfArgumentParser)."""
+    group = parser.add_argument_group("output and media files")
+    group.add_argument("--output_dir", "--output-dir", required=True, help="where the DatasetDict is saved (save_to_disk)")
+    group.add_argument(
+        "--videos_dir",
+        "--videos-dir",
+        default=None,
+        help="folder (searched recursively) with <video_id>.{mp4,avi,webm,mkv,gif}; without it `video` is null",
+    )
+    group.add_argument(
+        "--audio_dir", "--audio-dir", default=None, help="folder with <video_id>.npy audio features (float32 (T_a, D_a))"
+    )
+    group.add_argument(
+        "--features_dir",
+        "--features-dir",
+        default=None,
+        help="pre-extracted frame features: a BigFile folder FeatureData/<name> or a folder of <video_id>.npy/.safetensors",
+    )
+    group.add_argument(
+        "--missing",
+        choices=("report", "error"),
+        default="report",
+        help="annotated videos without a file: 'report' (warn, count, write the others) or 'error'",
+    )
+    group.add_argument(
+        "--push-to-hub", "--push_to_hub", dest="push_to_hub", default=None, metavar="REPO", help="also push to this Hub dataset repo"
+    )
+    group.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    return parser
+
+
+def common_arguments_from_namespace(namespace: argparse.Namespace) -> CommonArguments:
+    """Pick the :class:`CommonArguments` fields out of a parsed namespace."""
+    names = [field.name for field in dataclasses.fields(CommonArguments)]
+    return CommonArguments(**{name: getattr(namespace, name) for name in names})
+
+
+def parse_arguments(script_arguments: type, argv: Sequence[str] | None = None, *, description: str | None = None):
+    """Parse ``argv`` into ``(script_arguments instance, CommonArguments)`` with an HfArgumentParser."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(script_arguments, description=description)
+    add_common_arguments(parser)
+    script_args, namespace = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    return script_args, common_arguments_from_namespace(namespace)
+
+
+def setup_logging() -> None:
+    """INFO-level logging for the CLIs (the warnings about missing files must be seen)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run_cli(main) -> None:
+    """Run a CLI ``main()``; annotation problems exit with status 2 and their one-line message."""
+    import sys
+
+    try:
+        main()
+    except (AnnotationError, MissingVideosError, HubPushError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def finish_dataset_dict(
+    rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]],
+    output_dir: str | os.PathLike | None,
+    *,
+    description: str = "",
+    push_to_hub: str | None = None,
+    private: bool = False,
+) -> DatasetDict:
+    """:func:`write_dataset_dict` when ``output_dir`` is given, else build in memory (and push)."""
+    logger.info("%s", description)
+    if output_dir is not None:
+        return write_dataset_dict(
+            rows_by_split, output_dir, description=description, push_to_hub=push_to_hub, private=private
+        )
+    result = make_dataset_dict(rows_by_split, description=description)
+    if push_to_hub:
+        push_dataset_dict(result, push_to_hub, private=private, source="the in-memory DatasetDict")
+    return result
