@@ -1,0 +1,501 @@
+"""MCKD losses against hand-derived values (pure Python), gradcheck and masking behaviour.
+
+The 3x3 example used throughout: texts are the unit vectors e1, e2, e3 and the videos are
+v1 = (0.6, 0.8, 0), v2 = (0, 0.6, 0.8), v3 = (0.8, 0, 0.6), so s_ij = t_i . v_j = v_j[i]:
+
+    S = [[0.6, 0.0, 0.8],
+         [0.8, 0.6, 0.0],
+         [0.0, 0.8, 0.6]]
+
+The reference values below are computed from S (written literally) with math.exp / math.log
+loops, never through the module under test.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modeling_mckd.losses import (
+    ContrastiveLoss,
+    DiscriminationLoss,
+    DistillationLoss,
+    RankingLoss,
+    multimodal_contrastive_loss,
+)
+
+
+TEXT = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+VIDEO = [[0.6, 0.8, 0.0], [0.0, 0.6, 0.8], [0.8, 0.0, 0.6]]
+S = [[0.6, 0.0, 0.8], [0.8, 0.6, 0.0], [0.0, 0.8, 0.6]]
+
+
+def t64(rows):
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def dot(u, v):
+    return sum(x * y for x, y in zip(u, v))
+
+
+def gram(rows_a, rows_b):
+    return [[dot(a, b) for b in rows_b] for a in rows_a]
+
+
+def transpose(matrix):
+    return [list(column) for column in zip(*matrix)]
+
+
+def log_softmax_row(row):
+    top = max(row)
+    log_norm = top + math.log(sum(math.exp(x - top) for x in row))
+    return [x - log_norm for x in row]
+
+
+def multi_positive_ce(logits, positive_sets):
+    """Mean over rows of -1/|P(i)| sum_{p in P(i)} log softmax(row i)_p."""
+    total = 0.0
+    for row, positives in zip(logits, positive_sets):
+        log_probs = log_softmax_row(row)
+        total += -sum(log_probs[p] for p in positives) / len(positives)
+    return total / len(logits)
+
+
+def kl_rows(teacher_logits, student_logits):
+    total = 0.0
+    for t_row, s_row in zip(teacher_logits, student_logits):
+        log_p, log_q = log_softmax_row(t_row), log_softmax_row(s_row)
+        total += sum(math.exp(lp) * (lp - lq) for lp, lq in zip(log_p, log_q))
+    return total / len(teacher_logits)
+
+
+def pearson(x, y):
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    cx, cy = [a - mx for a in x], [b - my for b in y]
+    return dot(cx, cy) / math.sqrt(dot(cx, cx) * dot(cy, cy))
+
+
+def unit_rows(*shape, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=generator, dtype=torch.float64), dim=-1)
+
+
+def test_example_similarity_matrix_is_what_the_docstring_says():
+    assert gram(TEXT, VIDEO) == S
+    for video in VIDEO:
+        assert math.isclose(dot(video, video), 1.0)
+
+
+# ------------------------------------------------------------------------------ ContrastiveLoss
+
+
+def test_contrastive_hand_value_3x3():
+    scale = 2.0
+    logits = [[scale * s for s in row] for row in S]
+    diagonal = [[0], [1], [2]]
+    expected = (multi_positive_ce(logits, diagonal) + multi_positive_ce(transpose(logits), diagonal)) / 2
+    # Row 0 text->video by hand: -1.2 + log(e^1.2 + e^0 + e^1.6).
+    assert math.isclose(
+        multi_positive_ce([logits[0]], [[0]]), -1.2 + math.log(math.exp(1.2) + 1 + math.exp(1.6)), rel_tol=1e-12
+    )
+    got = ContrastiveLoss()(t64(TEXT), t64(VIDEO), torch.tensor(scale, dtype=torch.float64))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_contrastive_multi_positive_hand_value_3x3():
+    scale = 2.0
+    logits = [[scale * s for s in row] for row in S]
+    ids = [0, 0, 1]
+    positives = [[j for j in range(3) if ids[j] == ids[i]] for i in range(3)]
+    assert positives == [[0, 1], [0, 1], [2]]
+    expected = (multi_positive_ce(logits, positives) + multi_positive_ce(transpose(logits), positives)) / 2
+    got = ContrastiveLoss()(t64(TEXT), t64(VIDEO), scale, ids=torch.tensor(ids))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    # and it differs from the single-positive loss, so the ids are not ignored
+    assert abs(got.item() - ContrastiveLoss()(t64(TEXT), t64(VIDEO), scale).item()) > 1e-3
+
+
+def test_contrastive_ids_none_is_clip_loss_and_unique_ids_change_nothing():
+    a, b = unit_rows(6, 5, seed=1), unit_rows(6, 5, seed=2)
+    scale = torch.tensor(14.0, dtype=torch.float64)
+    logits = scale * a @ b.T
+    labels = torch.arange(6)
+    clip = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    loss = ContrastiveLoss()
+    assert torch.allclose(loss(a, b, scale), clip, rtol=0, atol=1e-12)
+    assert torch.allclose(loss(a, b, scale, ids=torch.tensor([5, 3, 9, 0, 1, 2])), clip, rtol=0, atol=1e-12)
+    one_way = ContrastiveLoss(symmetric=False)(a, b, scale)
+    assert torch.allclose(one_way, F.cross_entropy(logits, labels), rtol=0, atol=1e-12)
+
+
+def test_contrastive_same_video_pair_is_a_positive_not_a_negative():
+    # features_a = identity makes the logits exactly the matrix M we pass as features_b.T.
+    matrix = t64([[0.9, 0.3, 0.1, 0.0], [0.2, 0.8, 0.1, 0.3], [0.1, 0.0, 0.7, 0.2], [0.3, 0.1, 0.2, 0.9]])
+    eye = torch.eye(4, dtype=torch.float64)
+    ids = torch.tensor([7, 7, 1, 2])
+
+    def grad_of_pair(ids_or_none):
+        features_b = matrix.T.clone().requires_grad_(True)
+        ContrastiveLoss()(eye, features_b, 5.0, ids=ids_or_none).backward()
+        return features_b.grad.T  # gradient w.r.t. M
+
+    # Raising the similarity of caption 0 with video 1 (same video id) lowers the loss with ids
+    # (a positive), raises it without (a negative).
+    assert grad_of_pair(ids)[0, 1] < 0
+    assert grad_of_pair(None)[0, 1] > 0
+    # A pair of different videos is a negative either way.
+    assert grad_of_pair(ids)[0, 2] > 0
+
+
+def test_contrastive_gradcheck():
+    a = unit_rows(4, 3, seed=3).requires_grad_(True)
+    b = unit_rows(4, 3, seed=4).requires_grad_(True)
+    scale = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([0, 1, 0, 2])
+    loss = ContrastiveLoss()
+    assert torch.autograd.gradcheck(lambda x, y, s: loss(x, y, s, ids=ids), (a, b, scale))
+    assert torch.autograd.gradcheck(lambda x, y, s: loss(x, y, s), (a, b, scale))
+
+
+def test_contrastive_bad_inputs():
+    a = unit_rows(3, 4)
+    with pytest.raises(ValueError, match="features_a has 3 rows but features_b has 2"):
+        ContrastiveLoss()(a, a[:2], 1.0)
+    with pytest.raises(ValueError, match=r"ids: expected shape \(3,\)"):
+        ContrastiveLoss()(a, a, 1.0, ids=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="logit_scale: expected a scalar"):
+        ContrastiveLoss()(a, a, torch.ones(2))
+    with pytest.raises(ValueError, match="gather_with_grad"):
+        ContrastiveLoss(local_loss=True, gather_with_grad=False)
+
+
+def test_multimodal_sums_every_pair():
+    text, video, audio = unit_rows(5, 4, seed=5), unit_rows(5, 4, seed=6), unit_rows(5, 4, seed=7)
+    ids = torch.tensor([0, 0, 1, 2, 3])
+    loss_fn = ContrastiveLoss()
+    total, per_pair = multimodal_contrastive_loss(
+        {"audio": audio, "video": video, "text": text}, 10.0, ids=ids, loss_fn=loss_fn
+    )
+    assert list(per_pair) == ["text-video", "text-audio", "video-audio"]
+    assert torch.allclose(per_pair["text-video"], loss_fn(text, video, 10.0, ids=ids))
+    assert torch.allclose(per_pair["text-audio"], loss_fn(text, audio, 10.0, ids=ids))
+    assert torch.allclose(per_pair["video-audio"], loss_fn(video, audio, 10.0, ids=ids))
+    assert torch.allclose(total, sum(per_pair.values()))
+
+    weighted, _ = multimodal_contrastive_loss(
+        {"text": text, "video": video, "audio": audio},
+        {"text-video": 10.0, "video-audio": 2.0},
+        pairs=["text-video", ("video", "audio")],
+        weights={"video-audio": 0.5},
+    )
+    expected = loss_fn(text, video, 10.0) + 0.5 * loss_fn(video, audio, 2.0)
+    assert torch.allclose(weighted, expected)
+
+
+def test_multimodal_bad_inputs():
+    text, video = unit_rows(5, 4, seed=5), unit_rows(4, 4, seed=6)
+    with pytest.raises(ValueError, match="at least two modalities"):
+        multimodal_contrastive_loss({"text": text}, 1.0)
+    with pytest.raises(ValueError, match=r"embeddings\['video'\] has 4 rows"):
+        multimodal_contrastive_loss({"text": text, "video": video}, 1.0)
+    with pytest.raises(ValueError, match="modality 'audio'"):
+        multimodal_contrastive_loss({"text": text, "video": text}, 1.0, pairs=["text-audio"])
+    with pytest.raises(ValueError, match="no scale for pairs"):
+        multimodal_contrastive_loss({"text": text, "video": text}, {"text-audio": 1.0})
+
+
+# ------------------------------------------------------------------------------ RankingLoss
+
+
+def ranking_by_hand(sims, margin, ids, hardest):
+    n = len(sims)
+    total = 0.0
+    for i in range(n):  # text query i, video negatives j
+        costs = [max(0.0, margin + sims[i][j] - sims[i][i]) for j in range(n) if ids[j] != ids[i]]
+        total += (max(costs) if hardest else sum(costs)) if costs else 0.0
+    for j in range(n):  # video query j, text negatives i
+        costs = [max(0.0, margin + sims[i][j] - sims[j][j]) for i in range(n) if ids[i] != ids[j]]
+        total += (max(costs) if hardest else sum(costs)) if costs else 0.0
+    return total / n
+
+
+def test_ranking_hand_values_hardest_vs_sum():
+    text, video = t64(TEXT), t64(VIDEO)
+    # margin 0.7: every query has one violation of 0.9 and one of 0.1 (derived in the module docstring's S)
+    assert RankingLoss(margin=0.7)(text, video).item() == pytest.approx(6 * 0.9 / 3, abs=1e-12)
+    assert RankingLoss(margin=0.7, max_violation=False)(text, video).item() == pytest.approx(6 * 1.0 / 3, abs=1e-12)
+    assert RankingLoss(margin=0.7, reduction="sum")(text, video).item() == pytest.approx(6 * 0.9, abs=1e-12)
+    # default margin 0.2: only the 0.8 entries violate, by 0.4 each
+    assert RankingLoss()(text, video).item() == pytest.approx(6 * 0.4 / 3, abs=1e-12)
+    for hardest in (True, False):
+        assert RankingLoss(0.7, hardest)(text, video).item() == pytest.approx(
+            ranking_by_hand(S, 0.7, [0, 1, 2], hardest), abs=1e-12
+        )
+
+
+def test_ranking_same_video_rows_are_not_negatives():
+    text, video = t64(TEXT), t64(VIDEO)
+    ids = [0, 0, 1]
+    got = RankingLoss(margin=0.7)(text, video, ids=torch.tensor(ids)).item()
+    assert got == pytest.approx(3.8 / 3, abs=1e-12)  # derived by hand: 0.9+0.1+0.9 | 0.1+0.9+0.9
+    assert got == pytest.approx(ranking_by_hand(S, 0.7, ids, True), abs=1e-12)
+    summed = RankingLoss(margin=0.7, max_violation=False)(text, video, ids=torch.tensor(ids)).item()
+    assert summed == pytest.approx(ranking_by_hand(S, 0.7, ids, False), abs=1e-12)
+
+    # Identity texts make the similarity matrix exactly M (passed as video_embeds = M.T). Raising the
+    # similarity of the same-video pairs (0, 1) and (1, 0) changes nothing with ids (they are not
+    # negatives) and raises the loss without ids (they are).
+    eye = torch.eye(4, dtype=torch.float64)
+    ids4 = torch.tensor([3, 3, 4, 5])
+    matrix = unit_rows(4, 3, seed=8) @ unit_rows(4, 3, seed=9).T
+    changed = matrix.clone()
+    changed[0, 1] += 0.5
+    changed[1, 0] += 0.5
+    for hardest in (True, False):
+        loss = RankingLoss(margin=0.2, max_violation=hardest)
+        assert loss(eye, changed.T, ids=ids4) == loss(eye, matrix.T, ids=ids4)
+        assert loss(eye, changed.T) > loss(eye, matrix.T)
+
+
+def test_ranking_gradcheck():
+    a = unit_rows(4, 3, seed=10).requires_grad_(True)
+    b = unit_rows(4, 3, seed=11).requires_grad_(True)
+    ids = torch.tensor([0, 1, 1, 2])
+    for hardest in (True, False):
+        loss = RankingLoss(margin=0.5, max_violation=hardest)
+        assert torch.autograd.gradcheck(lambda x, y: loss(x, y, ids=ids), (a, b))
+
+
+def test_ranking_bad_reduction():
+    with pytest.raises(ValueError, match="reduction"):
+        RankingLoss(reduction="none")
+
+
+# ------------------------------------------------------------------------------ DistillationLoss
+
+STUDENT_TEXT = [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]
+STUDENT_VIDEO = [[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]]
+
+
+def test_distillation_kl_hand_value_3x3():
+    temperature, student_temperature = 0.5, 0.25
+    teacher = [[s / temperature for s in row] for row in S]
+    student_sims = gram(STUDENT_TEXT, STUDENT_VIDEO)
+    assert student_sims == [[0.8, 0.0, 1.0], [0.6, 1.0, 0.0], [0.48 + 0.48, 0.8, 0.6]]
+    student = [[s / student_temperature for s in row] for row in student_sims]
+    expected = (kl_rows(teacher, student) + kl_rows(transpose(teacher), transpose(student))) / 2
+    loss = DistillationLoss("kl", temperature=temperature, student_temperature=student_temperature)
+    got = loss(t64(STUDENT_TEXT), t64(STUDENT_VIDEO), t64(TEXT), t64(VIDEO))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    hinton = DistillationLoss("kl", temperature=temperature, student_temperature=student_temperature,
+                              scale_by_temperature_squared=True)
+    assert hinton(t64(STUDENT_TEXT), t64(STUDENT_VIDEO), t64(TEXT), t64(VIDEO)).item() == pytest.approx(
+        expected * temperature**2, rel=1e-12
+    )
+    # The logit scales multiply the similarities before the temperature.
+    scaled_teacher = [[3.0 * s for s in row] for row in S]
+    scaled_student = [[5.0 * s for s in row] for row in student_sims]
+    expected_scaled = (
+        kl_rows(scaled_teacher, scaled_student) + kl_rows(transpose(scaled_teacher), transpose(scaled_student))
+    ) / 2
+    got_scaled = DistillationLoss("kl")(
+        t64(STUDENT_TEXT), t64(STUDENT_VIDEO), t64(TEXT), t64(VIDEO),
+        student_logit_scale=torch.tensor(5.0, dtype=torch.float64), teacher_logit_scale=3.0,
+    )
+    assert got_scaled.item() == pytest.approx(expected_scaled, rel=1e-12)
+
+
+def test_distillation_pearson_hand_value_3x3():
+    student_sims = gram(STUDENT_TEXT, STUDENT_VIDEO)
+    rows = sum(1 - pearson(student_sims[i], S[i]) for i in range(3)) / 3
+    cols = sum(1 - pearson(transpose(student_sims)[j], transpose(S)[j]) for j in range(3)) / 3
+    got = DistillationLoss("pearson")(t64(STUDENT_TEXT), t64(STUDENT_VIDEO), t64(TEXT), t64(VIDEO))
+    assert got.item() == pytest.approx((rows + cols) / 2, abs=1e-7)  # eps=1e-8 in the denominator
+
+
+def test_distillation_relation_hand_value_3x3():
+    temperature = 0.5
+
+    def off_diagonal_logits(rows):
+        sims = gram(rows, rows)
+        return [[sims[i][j] / temperature for j in range(3) if j != i] for i in range(3)]
+
+    text_kl = kl_rows(off_diagonal_logits(VIDEO), off_diagonal_logits(STUDENT_TEXT))
+    video_kl = kl_rows(off_diagonal_logits(TEXT), off_diagonal_logits(STUDENT_VIDEO))
+    # teacher texts are VIDEO here so that the text-text matrix is not the identity
+    loss = DistillationLoss("relation", temperature=temperature, intra_modal_weight=2.0)
+    got = loss(t64(STUDENT_TEXT), t64(STUDENT_VIDEO), t64(VIDEO), t64(TEXT))
+    assert got.item() == pytest.approx(2.0 * (text_kl + video_kl) / 2, rel=1e-12)
+
+    combined = DistillationLoss("kl+relation", temperature=temperature)
+    kl_only = DistillationLoss("kl", temperature=temperature)
+    args = (t64(STUDENT_TEXT), t64(STUDENT_VIDEO), t64(VIDEO), t64(TEXT))
+    assert combined(*args).item() == pytest.approx(kl_only(*args).item() + (text_kl + video_kl) / 2, rel=1e-12)
+
+
+def test_distillation_feature_hand_value():
+    projected_text = [[1.0, 0.0, 0.5], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    projected_video = VIDEO
+    # squared differences to TEXT: row0 0.5^2 = 0.25, row1 1 + 1 = 2, row2 1 -> 3.25 over 9 elements;
+    # the videos match exactly (0).
+    expected = (3.25 / 9 + 0.0) / 2
+    got = DistillationLoss("feature", feature_weight=3.0)(
+        t64(STUDENT_TEXT), t64(STUDENT_VIDEO), t64(TEXT), t64(VIDEO),
+        student_projected_text=t64(projected_text), student_projected_video=t64(projected_video),
+    )
+    assert got.item() == pytest.approx(3.0 * expected, rel=1e-12)
+    with pytest.raises(ValueError, match="student_projected_video: required"):
+        DistillationLoss("feature")(t64(TEXT), t64(VIDEO), t64(TEXT), t64(VIDEO), student_projected_text=t64(TEXT))
+    with pytest.raises(ValueError, match=r"student_projected_text: expected shape \(3, 3\)"):
+        DistillationLoss("feature")(t64(TEXT), t64(VIDEO), t64(TEXT), t64(VIDEO),
+                                    student_projected_text=t64(STUDENT_TEXT), student_projected_video=t64(VIDEO))
+
+
+@pytest.mark.parametrize("mode", ["kl", "pearson", "relation", "kl+relation", "pearson+relation"])
+def test_distillation_zero_iff_same_structure_and_teacher_gets_no_gradient(mode):
+    teacher_text, teacher_video = unit_rows(5, 4, seed=12), unit_rows(5, 4, seed=13)
+    # A student in another space (dim 6) with the same structure: rotate, then pad with zeros.
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    student_text = F.pad(teacher_text @ rotation, (0, 2)).requires_grad_(True)
+    student_video = F.pad(teacher_video @ rotation, (0, 2)).requires_grad_(True)
+    loss = DistillationLoss(mode, temperature=0.1)
+    same = loss(student_text, student_video, teacher_text, teacher_video)
+    assert same.item() == pytest.approx(0.0, abs=1e-7)  # pearson: eps=1e-8 in the denominator
+
+    other_text = unit_rows(5, 6, seed=14).requires_grad_(True)
+    other_video = unit_rows(5, 6, seed=15).requires_grad_(True)
+    teacher_text_leaf = teacher_text.clone().requires_grad_(True)
+    teacher_video_leaf = teacher_video.clone().requires_grad_(True)
+    different = loss(other_text, other_video, teacher_text_leaf, teacher_video_leaf)
+    assert different.item() > 1e-3
+    different.backward()
+    assert teacher_text_leaf.grad is None and teacher_video_leaf.grad is None
+    assert other_text.grad is not None and other_text.grad.abs().sum() > 0
+
+
+def test_distillation_teacher_logit_scale_is_detached():
+    scale_teacher = torch.tensor(4.0, dtype=torch.float64, requires_grad=True)
+    scale_student = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    loss = DistillationLoss("kl")(
+        unit_rows(4, 3, seed=16), unit_rows(4, 3, seed=17), unit_rows(4, 5, seed=18), unit_rows(4, 5, seed=19),
+        student_logit_scale=scale_student, teacher_logit_scale=scale_teacher,
+    )
+    loss.backward()
+    assert scale_teacher.grad is None
+    assert scale_student.grad is not None and scale_student.grad != 0
+
+
+@pytest.mark.parametrize("mode", ["kl", "pearson", "relation", "feature"])
+def test_distillation_gradcheck(mode):
+    student_text = unit_rows(4, 3, seed=20).requires_grad_(True)
+    student_video = unit_rows(4, 3, seed=21).requires_grad_(True)
+    teacher_text, teacher_video = unit_rows(4, 5, seed=22), unit_rows(4, 5, seed=23)
+    projected_text = unit_rows(4, 5, seed=24).requires_grad_(True)
+    projected_video = unit_rows(4, 5, seed=25).requires_grad_(True)
+    scale = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    loss = DistillationLoss(mode, temperature=0.5)
+
+    def run(text, video, s, p_text, p_video):
+        return loss(text, video, teacher_text, teacher_video, student_logit_scale=s, teacher_logit_scale=2.0,
+                    student_projected_text=p_text, student_projected_video=p_video)
+
+    assert torch.autograd.gradcheck(run, (student_text, student_video, scale, projected_text, projected_video))
+
+
+def test_distillation_single_row_batch_is_zero_but_attached():
+    text = unit_rows(1, 3, seed=26).requires_grad_(True)
+    loss = DistillationLoss("kl+pearson+relation")(text, unit_rows(1, 3, seed=27), unit_rows(1, 4), unit_rows(1, 4))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert text.grad is not None
+
+
+@pytest.mark.parametrize("mode", ["kd", "", "kl+kl", "kl+", None])
+def test_distillation_bad_mode(mode):
+    with pytest.raises(ValueError, match="mode"):
+        DistillationLoss(mode)
+
+
+def test_distillation_batch_mismatch():
+    with pytest.raises(ValueError, match="teacher_text has 2 rows but student_text has 3"):
+        DistillationLoss()(t64(TEXT), t64(VIDEO), t64(TEXT)[:2], t64(VIDEO)[:2])
+
+
+# ------------------------------------------------------------------------------ DiscriminationLoss
+
+
+def test_discrimination_hand_value_3x3_with_ids():
+    # Texts: TEXT rows 0 and 1 are captions of video id 0 (rows 0 and 1), row 2 of id 1.
+    texts = [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]
+    ids = [0, 0, 1]
+    tau, margin, weight = 0.5, 0.3, 2.0
+    cross = gram(texts, VIDEO)
+    logits = [[s / tau for s in row] for row in cross]
+    positives = [[0, 1], [0, 1], [2]]
+    instance = (multi_positive_ce(logits, positives) + multi_positive_ce(transpose(logits), positives)) / 2
+
+    c = gram(texts, texts)  # c01 = 0.6, c02 = 0, c12 = 0.48
+    # supcon: rows 0 and 1 have one partner each (each other); row 2 has none.
+    supcon_row0 = -(c[0][1] / tau - math.log(math.exp(c[0][1] / tau) + math.exp(c[0][2] / tau)))
+    supcon_row1 = -(c[1][0] / tau - math.log(math.exp(c[1][0] / tau) + math.exp(c[1][2] / tau)))
+    supcon = (supcon_row0 + supcon_row1) / 2
+    # margin: hardest other-video caption: row0 -> c02 = 0, row1 -> c12 = 0.48, row2 -> max(0, 0.48) = 0.48
+    hinge = (max(0.0, 0.0 - margin) + max(0.0, 0.48 - margin) + max(0.0, 0.48 - margin)) / 3
+    assert hinge == pytest.approx(2 * 0.18 / 3)
+    expected = instance + weight * (supcon + hinge)
+    loss = DiscriminationLoss(temperature=tau, text_weight=weight, text_margin=margin)
+    got = loss(t64(texts), t64(VIDEO), ids=torch.tensor(ids))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+    no_margin = DiscriminationLoss(temperature=tau, text_weight=weight, text_margin=None)
+    assert no_margin(t64(texts), t64(VIDEO), ids=torch.tensor(ids)).item() == pytest.approx(
+        instance + weight * supcon, rel=1e-12
+    )
+    instance_only = DiscriminationLoss(temperature=tau, text_weight=0.0)
+    assert instance_only(t64(texts), t64(VIDEO), ids=torch.tensor(ids)).item() == pytest.approx(instance, rel=1e-12)
+
+
+def test_discrimination_hand_value_3x3_without_ids():
+    texts = [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]
+    tau, margin = 0.5, 0.3
+    logits = [[s / tau for s in row] for row in gram(texts, VIDEO)]
+    diagonal = [[0], [1], [2]]
+    instance = (multi_positive_ce(logits, diagonal) + multi_positive_ce(transpose(logits), diagonal)) / 2
+    # no partners: supcon is 0; hinge on the hardest other caption: 0.6, 0.6, 0.48
+    hinge = ((0.6 - margin) + (0.6 - margin) + (0.48 - margin)) / 3
+    got = DiscriminationLoss(temperature=tau, text_margin=margin)(t64(texts), t64(VIDEO))
+    assert got.item() == pytest.approx(instance + hinge, rel=1e-12)
+
+
+def test_discrimination_prefers_same_video_together_different_apart():
+    ids = torch.tensor([0, 0, 1, 1])
+    videos = t64([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    close = 0.1
+    good = F.normalize(t64([[1.0, close, 0.0], [1.0, -close, 0.0], [close, 1.0, 0.0], [-close, 1.0, 0.0]]), dim=-1)
+    # Same instance-level alignment quality, but captions of the two videos are mixed up in text space:
+    # each caption is as close to the other video's captions as to its own.
+    bad = F.normalize(t64([[1.0, 0.9, 0.0], [1.0, 0.0, 0.9], [0.9, 1.0, 0.0], [0.0, 1.0, 0.9]]), dim=-1)
+    loss = DiscriminationLoss(temperature=0.1)
+    assert loss(good, videos, ids=ids) < loss(bad, videos, ids=ids)
+    text_only = DiscriminationLoss(temperature=0.1)
+    # The text term alone (instance removed by comparing against instance_only) also prefers good.
+    instance_only = DiscriminationLoss(temperature=0.1, text_weight=0.0)
+    text_good = text_only(good, videos, ids=ids) - instance_only(good, videos, ids=ids)
+    text_bad = text_only(bad, videos, ids=ids) - instance_only(bad, videos, ids=ids)
+    assert text_good < text_bad
+
+
+def test_discrimination_gradcheck():
+    text = unit_rows(5, 3, seed=30).requires_grad_(True)
+    video = unit_rows(5, 3, seed=31).requires_grad_(True)
+    loss = DiscriminationLoss(temperature=0.5, text_margin=-0.5)  # negative margin: the hinge is active
+    for ids in (torch.tensor([0, 0, 1, 2, 2]), None):
+        assert torch.autograd.gradcheck(lambda t, v: loss(t, v, ids=ids), (text, video))
+
+
+def test_discrimination_bad_inputs():
+    with pytest.raises(ValueError, match="temperature"):
+        DiscriminationLoss(temperature=0)
+    with pytest.raises(ValueError, match="text_embeds has 3 rows but video_embeds has 2"):
+        DiscriminationLoss()(t64(TEXT), t64(VIDEO)[:2])
