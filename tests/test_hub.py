@@ -165,6 +165,10 @@ def test_teacher_card_synthetic_and_ablation_wording():
     assert "2023" in text
     assert len(front_matter(str(card))["model-index"][0]["results"][0]["metrics"]) == 11
 
+    empty = render_model_card(role="teacher", model_name="untested", results={}, training_config={})
+    assert "model-index" not in front_matter(str(empty))
+    assert "No evaluation results were recorded" in empty.text
+
     baseline = student_card(training_config={"kd_weight": 0, "disc_weight": 0.0, "kd_mode": "kl", "kd_temperature": 0.05},
                             dataset_name="MSR-VTT", dataset_type="someone/msrvtt")
     assert "ranking-only baseline" in baseline.text
@@ -287,15 +291,24 @@ def test_push_uploads_every_file_through_the_real_client(tmp_path, disable_xet):
                 # Second push to an existing repo, on a new branch, with the token given directly.
                 {"folder": str(folder), "repo_id": "someone/mckd-student", "revision": "v1",
                  "token": SECRET, "commit_message": "second"},
+                # A bare name goes to the token owner's namespace, which the Hub's answer tells.
+                {"folder": str(folder), "repo_id": "bare-name"},
             ],
             env_token=SECRET, disable_xet=disable_xet,
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
-        assert outputs == [{"url": f"{server.url}/someone/mckd-student"}] * 2
+        bare_id = f"{hub_server.DEFAULT_NAMESPACE}/bare-name"
+        assert outputs == [{"url": f"{server.url}/someone/mckd-student"}] * 2 + [{"url": f"{server.url}/{bare_id}"}]
         assert server.repos["someone/mckd-student"].private is True
-        assert len(server.commits) == 2
-        for commit, revision, summary in zip(server.commits, ["main", "v1"], ["Upload MCKD model", "second"]):
-            assert (commit.repo_id, commit.revision, commit.summary) == ("someone/mckd-student", revision, summary)
+        assert server.repos[bare_id].private is False
+        assert len(server.commits) == 3
+        for commit, repo_id, revision, summary in zip(
+            server.commits,
+            ["someone/mckd-student", "someone/mckd-student", bare_id],
+            ["main", "v1", "main"],
+            ["Upload MCKD model", "second", "Upload MCKD model"],
+        ):
+            assert (commit.repo_id, commit.revision, commit.summary) == (repo_id, revision, summary)
             assert commit.files == expected  # every file, byte for byte; nothing ignored was sent
             assert commit.authorization == f"Bearer {SECRET}"
         # The README front matter is validated once per push (twice on the create_commit path).
@@ -305,7 +318,7 @@ def test_push_uploads_every_file_through_the_real_client(tmp_path, disable_xet):
         assert hosts == {server.url.removeprefix("http://")}
         paths = [request.path for request in server.requests]
         assert all(path.startswith("/api/") for path in paths), paths
-        assert paths.count("/api/repos/create") == 2
+        assert paths.count("/api/repos/create") == 3
     assert not server.running
     # The client ran with debug logging on: the token is in neither output stream.
     assert SECRET not in completed.stdout and SECRET not in completed.stderr
@@ -339,13 +352,10 @@ def test_token_echoed_by_a_failing_server_is_redacted(tmp_path):
 
 def test_in_process_push_error_never_carries_the_token(tmp_path, caplog, capsys, monkeypatch):
     """The no-token path in this process: nothing logged or printed mentions a token."""
-    import huggingface_hub.utils._auth as auth
-
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(auth, "_get_token_from_google_colab", lambda: None)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(HubAuthError) as error:
         push_folder_to_hub(tmp_path, "someone/model")
