@@ -336,6 +336,7 @@ def render_model_card(
         teacher_results=_results_table(checked_teacher_results) if checked_teacher_results else None,
         loss={key: _format_number(value) for key, value in loss.items()},
         modality_pairs=list(loss.get("modality_pairs") or []),
+        kd_modes=[part.strip() for part in str(loss.get("kd_mode", "")).split("+") if part.strip()],
         training_config_yaml=yaml.safe_dump(_plain(training_config), sort_keys=False, allow_unicode=True).rstrip(),
     )
     return ModelCard(text)

@@ -132,6 +132,7 @@ def test_student_card_names_teacher_states_loss_weights_and_redacts_secrets():
     assert "λ_kd = 0.35, λ_disc = 0.125" in text
     assert "mode `pearson`, temperature τ_kd = 0.07" in text
     assert "margin 0.2" in text
+    assert "- `pearson`: one minus the Pearson correlation" in text and "- `kl`:" not in text
     # The full configuration is there as YAML, with the token redacted.
     config_block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = yaml.safe_load(config_block)
@@ -172,6 +173,8 @@ def test_teacher_card_synthetic_and_ablation_wording():
     baseline = student_card(training_config={"kd_weight": 0, "disc_weight": 0.0, "kd_mode": "kl", "kd_temperature": 0.05},
                             dataset_name="MSR-VTT", dataset_type="someone/msrvtt")
     assert "ranking-only baseline" in baseline.text
+    combined = student_card(training_config={**STUDENT_CONFIG["DistillArguments"], "kd_mode": "kl+relation"}).text
+    assert "mode `kl+relation`" in combined and "- `kl`: cross-modal" in combined and "- `relation`:" in combined
     assert "synthetic benchmark" not in baseline.text
     assert baseline.data.datasets == ["someone/msrvtt"]
 
