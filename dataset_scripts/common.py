@@ -151,6 +151,10 @@ def validate_rows(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]]) -> N
                 )
             if not all(isinstance(caption, str) for caption in captions):
                 raise ValueError(f"split {split!r}, video {video_id!r}: every caption must be a string")
+            for name in ("video", "audio", "features"):
+                value = row.get(name)
+                if value is not None and not isinstance(value, (str, os.PathLike)):
+                    raise ValueError(f"split {split!r}, video {video_id!r}: {name} must be a path string or None, got {value!r}")
             if row.get("split", split) != split:
                 raise ValueError(f"split {split!r}, video {video_id!r}: row says split={row['split']!r}")
 
@@ -302,12 +306,16 @@ def _generate_rows(rows: Sequence[Mapping[str, Any]], split: str) -> Iterator[di
     for row in rows:
         yield {
             "video_id": row["video_id"],
-            "video": row.get("video"),
+            "video": _optional_str(row.get("video")),
             "captions": list(row["captions"]),
-            "audio": row.get("audio"),
-            "features": row.get("features"),
+            "audio": _optional_str(row.get("audio")),
+            "features": _optional_str(row.get("features")),
             "split": split,
         }
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else os.fspath(value)
 
 
 def make_dataset_dict(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]], *, description: str = "") -> DatasetDict:
