@@ -164,6 +164,10 @@ def read_video_list(path: str | os.PathLike, *, what: str = "video list") -> lis
     delimiter = _detect_delimiter(header_line)
     header = [name.strip().strip('"') for name in header_line.split(delimiter)]
     entries: list[ListEntry] = []
+    if "video_id" not in header and len(header) > 1:
+        raise AnnotationError(
+            path, f"line {first + 1}", f"a header with a 'video_id' column expected, found columns {', '.join(header)}"
+        )
     if "video_id" not in header:
         # Plain list: one id per line. A header-less CSV or a wrong header lands here.
         for number, line in enumerate(lines, start=1):
