@@ -262,6 +262,9 @@ def build_msvd_rows(
     caption_paths = [Path(captions)] if isinstance(captions, (str, os.PathLike)) else [Path(path) for path in captions]
     if not caption_paths:
         raise ValueError("no caption source given (--captions)")
+    for path in caption_paths:  # name a missing caption source before anything else
+        if not path.exists():
+            raise AnnotationError(path, None, "caption file not found")
     split_lists = read_split_lists(splits_dir) if splits_dir is not None else None
     per_split = textdata_split_files(caption_paths)
     rows: dict[str, list[dict[str, Any]]] = {}
