@@ -97,8 +97,8 @@ def read_vatex_json(path: str | os.PathLike, language: str = "en") -> dict[str, 
 
 
 def read_id_list(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """[(video id, where)] of a split list: text (one id per line) or ``.npy`` of strings (HGR's
-    ``*_names.npy``, loaded with ``allow_pickle=False``)."""
+    """[(video id, where)] of a split list: text (one id per line) or a ``.npy`` array of strings
+    (loaded with ``allow_pickle=False``)."""
     path = require_file(path, "split list")
     if path.suffix == ".npy":
         try:
