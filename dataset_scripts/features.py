@@ -38,7 +38,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -219,7 +219,7 @@ def attach_feature_refs(
         raise FileNotFoundError(f"{features_dir}: features folder not found")
     if is_bigfile_dir(features_dir):
         available = video_frames(str(features_dir))
-        ref_of = lambda video_id: bigfile_ref(features_dir, video_id) if video_id in available else None  # noqa: E731
+        ref_of = lambda video_id: bigfile_ref(features_dir, video_id) if video_id in available else None
     else:
         files = index_files(features_dir, FEATURE_FILE_EXTENSIONS)
         ref_of = files.get

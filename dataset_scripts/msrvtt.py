@@ -225,7 +225,7 @@ def _rows_from_list(
                 raise AnnotationError(
                     list_path, f"line {entry.line}", "no caption column: the captions of this list come from MSRVTT_data.json (--annotations)"
                 )
-            if entry.video_id in captions and captions[entry.video_id]:
+            if captions[entry.video_id]:
                 raise AnnotationError(list_path, f"line {entry.line}", f"video {entry.video_id!r} listed twice")
             if entry.video_id not in annotations.captions:
                 raise AnnotationError(

@@ -96,8 +96,8 @@ def read_captions_pickle(path: str | os.PathLike) -> dict[str, list[str]]:
         data = _CaptionUnpickler(io.BytesIO(path.read_bytes()), path).load()
     except UnsafePickleError:
         raise
-    except Exception as error:  # truncated / corrupt stream
-        raise AnnotationError(path, None, f"a pickle of dict clip id -> list of token lists expected ({type(error).__name__}: {error})") from None
+    except Exception as error:  # a truncated / corrupt stream can fail in many ways
+        raise AnnotationError(path, None, f"a pickle of dict clip id -> list of token lists expected ({type(error).__name__}: {error})") from error
     if not isinstance(data, dict):
         raise AnnotationError(path, "top level", f"a dict clip id -> list of token lists expected, got {type(data).__name__}")
     captions: dict[str, list[str]] = {}

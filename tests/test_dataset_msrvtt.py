@@ -12,7 +12,13 @@ import datasets
 import pytest
 
 from dataset_scripts.common import AnnotationError, MissingVideosError, expand_captions
-from dataset_scripts.msrvtt import build_msrvtt, load_msrvtt_json, main, normalize_protocol, read_video_list
+from dataset_scripts.msrvtt import (
+    build_msrvtt,
+    load_msrvtt_json,
+    main,
+    normalize_protocol,
+    read_video_list,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,7 +247,7 @@ def test_cli_in_process_and_annotations_flag_repeated(tmp_path):
 @pytest.mark.parametrize("form", ["file", "module"])
 def test_cli_help(form):
     command = [sys.executable, str(REPO / "dataset_scripts" / "msrvtt.py")] if form == "file" else [sys.executable, "-m", "dataset_scripts.msrvtt"]
-    completed = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    completed = subprocess.run(command + ["--help"], check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert completed.returncode == 0, completed.stderr
     for flag in ("--annotations", "--protocol", "--train_csv", "--test_csv", "--miech_lists", "--output_dir", "--push-to-hub", "--missing"):
         assert flag in completed.stdout
@@ -252,7 +258,7 @@ def test_cli_error_is_one_line(tmp_path):
     bad.write_text("key,vid_key,video_id,sentence\nret0,msr5\n")
     completed = subprocess.run(
         [sys.executable, "-m", "dataset_scripts.msrvtt", "--protocol", "1k-A", "--test_csv", str(bad), "--output_dir", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        check=False, capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert completed.returncode == 2
     assert f"error: {bad}, line 2: 4 fields" in completed.stderr and "Traceback" not in completed.stderr

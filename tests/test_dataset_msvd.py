@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -34,7 +35,7 @@ CLIPS = {
     "validation": ["val_clip_3_9"],
     "test": ["t-1_0_4", "t_2_7_8"],
 }
-CAPTIONS = {clip: [f"{clip} says {k}" for k in range(1 + n % 3)] for n, clip in enumerate(sum(CLIPS.values(), []))}
+CAPTIONS = {clip: [f"{clip} says {k}" for k in range(1 + n % 3)] for n, clip in enumerate(itertools.chain(*CLIPS.values()))}
 LIST_NAMES = {"train": "train_list.txt", "validation": "val_list.txt", "test": "test_list.txt"}
 
 
@@ -155,7 +156,7 @@ def test_youtube_mapping_finds_vidN_files(tmp_path, splits_dir, caplog):
     source = tmp_path / "captions_msvd.json"
     source.write_text(json.dumps(CAPTIONS))
     mapping = tmp_path / "youtube_mapping.txt"
-    clips = sum(CLIPS.values(), [])
+    clips = list(itertools.chain(*CLIPS.values()))
     mapping.write_text("".join(f"{clip} vid{n + 1}\n" for n, clip in enumerate(clips)))
     videos = tmp_path / "YouTubeClips"
     videos.mkdir()
