@@ -217,6 +217,8 @@ def as_relevant_sets(relevant: Any, num_queries: int, num_gallery: int, name: st
                         f"{name}[{query}] is a single index while other queries give a list: "
                         "give one list of indices per query (or one index per query)"
                     )
+                if isinstance(item, (numbers.Number, np.number)):
+                    raise ValueError(f"{name}[{query}] = {item!r} is not an integer gallery index")
                 if isinstance(item, (str, bytes)) or not isinstance(item, (Iterable, np.ndarray, torch.Tensor)):
                     raise ValueError(f"{name}[{query}] must be a sequence of gallery indices, got {item!r}")
                 part = _integer_array(list(item) if not isinstance(item, (np.ndarray, torch.Tensor)) else item,
