@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
-from .video_io import VideoDecodeError, count_frames, read_frames
+from .processing_mckd import pad_and_stack_sequences
+from .video_io import VideoDecodeError, read_frames
 
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def caption_offsets(captions: Sequence[Sequence[str]]) -> np.ndarray:
 class RetrievalTrainSet(TorchDataset):
     """Training items: one video, some of its captions, its clip processed for each model."""
 
-    def __init__(self, videos, store: ClipStore, processors: dict, *, captions_per_video: int = 1, seed: int = 0):
+    def __init__(self, videos, store: ClipStore, processors: dict, *, captions_per_video: int = 1, seed: int = 0,
+                 audio_users: set[str] = frozenset()):
         if captions_per_video < 1:
             raise ValueError(f"captions_per_video must be >= 1, got {captions_per_video}")
         self.captions = [list(c) for c in videos["captions"]]
@@ -149,6 +151,8 @@ class RetrievalTrainSet(TorchDataset):
         self.captions_per_video = captions_per_video
         self.seed = seed
         self.epoch = 0
+        # Names of the models that have an audio tower: only they are given the audio track.
+        self.audio_users = set(audio_users)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -173,11 +177,14 @@ class RetrievalTrainSet(TorchDataset):
             logger.warning("skipping training clip: %s", error)
             item["failed"] = True
             return item
-        audio = self.store.audio(index)
+        audio = self.store.audio(index) if self.audio_users else None
         frame_seed = rng.integers(2**32)
         for name, processor in self.processors.items():
             # The same frame-sampling seed for every model: teacher and student see the same frames.
-            item["inputs"][name] = process_clip(processor, clip, audio, training=True, rng=np.random.default_rng(frame_seed))
+            item["inputs"][name] = process_clip(
+                processor, clip, audio if name in self.audio_users else None, training=True,
+                rng=np.random.default_rng(frame_seed),
+            )
         return item
 
 
@@ -201,41 +208,29 @@ class RetrievalVideoSet(TorchDataset):
         except VideoDecodeError as error:
             logger.warning("evaluation clip replaced by a blank one: %s", error)
             clip, failed = None, True
-        inputs = process_clip(self.processor, clip, self.store.audio(index), training=False, rng=None)
+        # Retrieval scores text against video only: the audio track is not read here.
+        inputs = process_clip(self.processor, clip, None, training=False, rng=None)
         return {"video_index": index, "failed": failed, "inputs": {"model": inputs}}
 
 
 def process_clip(processor, clip: np.ndarray | None, audio: np.ndarray | None, *, training: bool, rng) -> dict:
     """Sample and preprocess one clip for one model's processor (tensors without a batch axis)."""
     video_processor = processor.video_processor
-    if clip is None:
-        # A blank stand-in of the right shape for a clip that failed to decode.
-        if video_processor.input_mode == "pixels":
-            size = video_processor.crop_size_hw()
-            clip = np.zeros((1, size[0], size[1], 3), dtype=np.uint8)
-        else:
-            clip = np.zeros((1, video_processor.feature_dim or 1), dtype=np.float32)
-    indices = video_processor.sample_indices(len(clip), training=training, rng=rng)
-    sampled = clip[indices]
     if video_processor.input_mode == "pixels":
-        tensor = video_processor.preprocess_frames(sampled, training=training, rng=rng)
+        if clip is None:
+            # A blank stand-in for a clip that failed to decode, so the gallery keeps its indices.
+            side = video_processor.crop_size or video_processor.size or 1
+            clip = np.zeros((1, side, side, 3), dtype=np.uint8)
+        indices = video_processor.sample_indices(len(clip), training=training, rng=rng)
+        tensor = video_processor.preprocess_frames(clip[indices], training=training, rng=rng)
     else:
-        tensor = torch.from_numpy(np.ascontiguousarray(sampled, dtype=np.float32))
+        if clip is None:
+            raise VideoDecodeError("<features>", "pre-extracted features could not be read")
+        tensor = video_processor.sample_features(clip, training=training, rng=rng)
     out = {"clip": tensor}
     if audio is not None:
         out["audio"] = torch.from_numpy(audio)
     return out
-
-
-def pad_time(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (T_i, ...) tensors into (B, max T, ...) with a (B, max T) mask of real steps."""
-    length = max(t.shape[0] for t in tensors)
-    batch = tensors[0].new_zeros((len(tensors), length, *tensors[0].shape[1:]))
-    mask = torch.zeros(len(tensors), length, dtype=torch.long)
-    for row, tensor in enumerate(tensors):
-        batch[row, : tensor.shape[0]] = tensor
-        mask[row, : tensor.shape[0]] = 1
-    return batch, mask
 
 
 def model_inputs(processor, processed: list[dict], texts: list[str] | None, max_text_length: int) -> dict:
@@ -248,12 +243,13 @@ def model_inputs(processor, processed: list[dict], texts: list[str] | None, max_
         out["input_ids"] = tokens["input_ids"]
         out["attention_mask"] = tokens["attention_mask"]
     if processed:
-        clips, mask = pad_time([p["clip"] for p in processed])
-        key = "pixel_values_videos" if processor.video_processor.input_mode == "pixels" else "video_features"
+        video_processor = processor.video_processor
+        clips, mask = video_processor.pad_and_stack([p["clip"] for p in processed])
+        key = "pixel_values_videos" if video_processor.input_mode == "pixels" else "video_features"
         out[key] = clips
         out["video_mask"] = mask
         if all("audio" in p for p in processed):
-            out["audio_features"], out["audio_mask"] = pad_time([p["audio"] for p in processed])
+            out["audio_features"], out["audio_mask"] = pad_and_stack_sequences([p["audio"] for p in processed])
     return out
 
 
@@ -310,8 +306,6 @@ __all__ = [
     "VideoCollator",
     "caption_offsets",
     "choose_cache",
-    "count_frames",
     "model_inputs",
-    "pad_time",
     "process_clip",
 ]

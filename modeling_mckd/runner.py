@@ -8,8 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,35 +106,51 @@ def _load_mapping(path_or_json: str | None, what: str) -> dict:
     return data
 
 
-def build_config(model_args: ModelArguments, train_videos, *, tokenizer_vocab_size: int | None) -> MCKDConfig:
-    """Preset + config file + overrides, with dimensions that depend on the data filled in."""
-    presets = {"teacher": MCKDConfig.teacher_preset, "student": MCKDConfig.student_preset}
-    if model_args.model_preset not in presets:
-        raise ValueError(f"model_preset must be one of {sorted(presets)}, got {model_args.model_preset!r}")
+PRESETS = {"teacher": MCKDConfig.teacher_preset, "student": MCKDConfig.student_preset}
+
+
+def _config_fields(model_args: ModelArguments) -> dict:
+    if model_args.model_preset not in PRESETS:
+        raise ValueError(f"model_preset must be one of {sorted(PRESETS)}, got {model_args.model_preset!r}")
     fields = _load_mapping(model_args.model_config, "model_config")
     fields.update(_load_mapping(model_args.model_overrides, "model_overrides"))
-    probe = presets[model_args.model_preset](**fields)
-    if probe.text_encoder == "builtin" and tokenizer_vocab_size:
-        fields["vocab_size"] = tokenizer_vocab_size
-    if probe.video_input == "features" and "video_feature_dim" not in fields:
-        dim = video_feature_dim(train_videos)
-        if dim:
-            fields["video_feature_dim"] = dim
-    extra = dict(fields.get("extra_modalities", probe.extra_modalities) or {})
-    if "audio" in extra:
-        dim = audio_feature_dim(train_videos)
-        if dim is None:
-            logger.warning("the model has an audio tower but the dataset has no audio: the tower is dropped")
-            extra.pop("audio")
-        else:
-            extra["audio"] = {**extra["audio"], "feature_dim": dim}
+    return fields
+
+
+def _fill_data_dims(fields: dict, train_videos) -> dict:
+    """Dimensions that come from the data: written as "auto" (or left out) in configs."""
+    fields = dict(fields)
+    if fields.get("video_feature_dim") == "auto" or (fields.get("video_input") == "features" and not fields.get("video_feature_dim")):
+        fields["video_feature_dim"] = video_feature_dim(train_videos) if train_videos is not None else 1
+    extra = {}
+    for name, spec in (fields.get("extra_modalities") or {}).items():
+        spec = dict(spec)
+        if spec.get("feature_dim", "auto") == "auto":
+            if name != "audio":
+                raise ValueError(f"extra_modalities[{name!r}]: feature_dim must be given (only audio is read from the data)")
+            dim = audio_feature_dim(train_videos) if train_videos is not None else 1
+            if dim is None:
+                logger.warning("the model has an audio tower but the dataset has no audio: the tower is dropped")
+                continue
+            spec["feature_dim"] = dim
+        extra[name] = spec
+    if "extra_modalities" in fields:
         fields["extra_modalities"] = extra
-    return presets[model_args.model_preset](**fields)
+    return fields
+
+
+def build_config(model_args: ModelArguments, train_videos, *, tokenizer_vocab_size: int | None) -> MCKDConfig:
+    """Preset + config file + overrides, with dimensions that depend on the data filled in."""
+    fields = _fill_data_dims(_config_fields(model_args), train_videos)
+    probe = PRESETS[model_args.model_preset](**fields)
+    if probe.text_encoder_type == "builtin" and tokenizer_vocab_size:
+        fields["vocab_size"] = tokenizer_vocab_size
+    return PRESETS[model_args.model_preset](**fields)
 
 
 def build_tokenizer(model_args: ModelArguments, train_videos, max_text_length: int):
-    probe = _probe_config(model_args)
-    if probe.text_encoder == "builtin":
+    probe = PRESETS[model_args.model_preset](**_fill_data_dims(_config_fields(model_args), None))
+    if probe.text_encoder_type == "builtin":
         captions = [caption for captions in train_videos["captions"] for caption in captions]
         return build_word_tokenizer(captions, max_length=max_text_length)
     from transformers import AutoTokenizer
@@ -144,15 +159,6 @@ def build_tokenizer(model_args: ModelArguments, train_videos, max_text_length: i
     if not name:
         raise ValueError("text_encoder='hf' needs text_backbone (a name or folder with a tokenizer)")
     return AutoTokenizer.from_pretrained(name)
-
-
-def _probe_config(model_args: ModelArguments) -> MCKDConfig:
-    fields = _load_mapping(model_args.model_config, "model_config")
-    fields.update(_load_mapping(model_args.model_overrides, "model_overrides"))
-    # Data-dependent dimensions are not known yet; placeholders keep validation happy.
-    fields.setdefault("video_feature_dim", fields.get("video_feature_dim") or 1)
-    preset = MCKDConfig.teacher_preset if model_args.model_preset == "teacher" else MCKDConfig.student_preset
-    return preset(**fields)
 
 
 def build_model_and_processor(model_args: ModelArguments, data_args: DataArguments, train_videos):
@@ -293,12 +299,14 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
         training_config = _flat_config(*args)
         from .hub import write_model_card
 
+        card_results = {split: {k: v for k, v in metrics.items() if _CARD_METRIC.fullmatch(k)}
+                        for split, metrics in split_results.items()}
         write_model_card(
-            output_dir, role=role, model_name=output_dir.name, results=split_results,
+            output_dir, role=role, model_name=output_dir.name, results=card_results,
             training_config=training_config, teacher=teacher,
             dataset_name=data_args.dataset or "mckd-synthetic",
             dataset_type="local" if data_args.dataset else "synthetic",
-            loss_description=_loss_description(role, args), repo_id=run_args.hub_model_id,
+            loss_description=_loss_description(role, model), repo_id=run_args.hub_model_id,
         )
         if run_args.push_to_hub:
             from .hub import push_folder_to_hub
@@ -309,13 +317,13 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
     return results
 
 
-def _loss_description(role: str, args: tuple) -> dict:
-    if role == "teacher":
-        return {"objective": "sum of symmetric InfoNCE over every pair of co-occurring modalities"}
-    distill = args[-1]
-    return {
-        "objective": "ranking + kd_weight * distillation + disc_weight * discrimination",
-        "kd_weight": distill.kd_weight, "disc_weight": distill.disc_weight, "kd_mode": distill.kd_mode,
-        "kd_temperature": distill.kd_temperature, "disc_temperature": distill.disc_temperature,
-        "ranking_margin": distill.ranking_margin,
-    }
+_CARD_METRIC = re.compile(r"rsum|[tv]2[tv]_(R@\d+|MdR|MnR)")
+
+
+def _loss_description(role: str, model) -> dict | None:
+    """The card reads the student's weights from the training config; the teacher's pairs come from the model."""
+    if role != "teacher":
+        return None
+    modalities = ["text", "video", *sorted((model.config.extra_modalities or {}).keys())]
+    pairs = [f"{a}-{b}" for i, a in enumerate(modalities) for b in modalities[i + 1 :]]
+    return {"modality_pairs": pairs}

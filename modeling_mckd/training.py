@@ -129,6 +129,10 @@ class StudentObjective:
         return loss, logs
 
 
+def uses_audio(model) -> bool:
+    return "audio" in (_unwrap(model).config.extra_modalities or {})
+
+
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -162,7 +166,7 @@ def encode_videos(model, processor, store: ClipStore, batch_size: int, device, n
     )
     chunks, failed = [], 0
     for batch in loader:
-        inputs = {k: v.to(device) for k, v in batch["model"].items() if not k.startswith("audio")}
+        inputs = {k: v.to(device) for k, v in batch["model"].items()}
         chunks.append(model.get_video_features(**inputs).float().cpu())
         failed += int(batch["num_failed"])
     return torch.cat(chunks), failed
@@ -268,6 +272,7 @@ class RetrievalTrainer:
         self.train_set = RetrievalTrainSet(
             train_videos, self.train_store, processors,
             captions_per_video=data_args.captions_per_video, seed=run_args.seed,
+            audio_users={"student"} if uses_audio(model) else set(),
         )
         self.sampler = EpochShuffleSampler(len(self.train_set), seed=run_args.seed)
         self.collator = TrainCollator(processors, max_text_length=data_args.max_text_length)

@@ -1,0 +1,211 @@
+"""train.py and distill.py end to end on a tiny synthetic benchmark (CPU, seconds each)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough for seconds on 2 cores, big enough for the loss to move.
+TINY_TEACHER = {
+    "num_frames": 4, "projection_dim": 32, "vision_hidden_size": 16, "text_hidden_size": 32,
+    "temporal_aggregator": "mean",
+}
+TINY_STUDENT = {"num_frames": 4, "projection_dim": 16, "vision_hidden_size": 8, "text_hidden_size": 16}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    from dataset_scripts.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, seed=0, num_train=32, num_val=8, num_test=8, num_frames=8, frame_size=32)
+    return root / "dataset"
+
+
+def common_args(dataset: Path, output_dir: Path, **extra) -> list[str]:
+    args = {
+        "dataset": str(dataset), "output_dir": str(output_dir), "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 16, "learning_rate": 3e-3, "report_to": "none", "disable_tqdm": True,
+        "image_size": 32, "seed": 0, "warmup_ratio": 0.0,
+    }
+    args.update(extra)
+    argv = []
+    for key, value in args.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def losses(output_dir: Path) -> list[float]:
+    return [row["loss"] for row in json.loads((output_dir / "training_history.json").read_text())]
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(tiny_dataset, tmp_path_factory) -> Path:
+    output_dir = tmp_path_factory.mktemp("teacher")
+    train = load_script("train")
+    train.main(common_args(tiny_dataset, output_dir, max_steps=24, model_overrides=json.dumps(TINY_TEACHER)))
+    return output_dir
+
+
+def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher):
+    history = losses(trained_teacher)
+    assert len(history) == 24
+    assert sum(history[-4:]) / 4 < sum(history[:4]) / 4, history
+    for name in ("config.json", "model.safetensors", "README.md", "all_results.json"):
+        assert (trained_teacher / name).is_file(), name
+    results = json.loads((trained_teacher / "all_results.json").read_text())
+    assert results["role"] == "teacher"
+    assert 0 <= results["test_t2v_R@1"] <= 100
+    card = (trained_teacher / "README.md").read_text()
+    front_matter = yaml.safe_load(card.split("---")[1])
+    assert front_matter["model-index"][0]["results"]
+
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(trained_teacher, trust_remote_code=True)
+    assert model.config.role == "teacher"
+
+
+def test_student_distills_from_the_teacher(trained_teacher, tiny_dataset, tmp_path):
+    distill = load_script("distill")
+    output_dir = tmp_path / "student"
+    results = distill.main(
+        common_args(tiny_dataset, output_dir, teacher=trained_teacher, max_steps=24, captions_per_video=2,
+                    model_overrides=json.dumps(TINY_STUDENT))
+    )
+    history = json.loads((output_dir / "training_history.json").read_text())
+    assert {"loss/ranking", "loss/distillation", "loss/discrimination"} <= set(history[0])
+    totals = [row["loss"] for row in history]
+    assert sum(totals[-4:]) / 4 < sum(totals[:4]) / 4, totals
+    assert results["role"] == "student"
+    assert str(trained_teacher) in (output_dir / "README.md").read_text()
+
+
+def test_ranking_only_baseline_needs_no_teacher(tiny_dataset, tmp_path):
+    distill = load_script("distill")
+    output_dir = tmp_path / "baseline"
+    distill.main(common_args(tiny_dataset, output_dir, kd_weight=0, disc_weight=0, max_steps=4,
+                             model_overrides=json.dumps(TINY_STUDENT), eval_strategy="no"))
+    history = json.loads((output_dir / "training_history.json").read_text())
+    assert set(history[0]) >= {"loss/ranking"} and "loss/distillation" not in history[0]
+
+
+def test_resume_mid_epoch_gives_the_same_weights(tiny_dataset, tmp_path):
+    train = load_script("train")
+    # 32 videos / batch 8 = 4 steps per epoch: checkpoint-6 lies in the middle of epoch 2.
+    straight = tmp_path / "straight"
+    train.main(common_args(tiny_dataset, straight, max_steps=10, save_steps=3, save_total_limit=5,
+                           eval_strategy="no", model_overrides=json.dumps(TINY_TEACHER)))
+    # The interrupted run: only what had been written by step 6 exists.
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight / "checkpoints" / "checkpoint-6", resumed / "checkpoints" / "checkpoint-6")
+    state = json.loads((resumed / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["batches_done_in_epoch"] == 2 and state["epoch"] == 1
+    train.main(common_args(tiny_dataset, resumed, max_steps=10, save_steps=3, eval_strategy="no",
+                           resume_from_checkpoint="latest", model_overrides=json.dumps(TINY_TEACHER)))
+    expected = load_file(straight / "model.safetensors")
+    actual = load_file(resumed / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    # Only the most recent checkpoints are kept, and none is half-written.
+    kept = sorted(p.name for p in (resumed / "checkpoints").iterdir())
+    assert kept == ["checkpoint-6", "checkpoint-9"]
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_dataset, tmp_path, monkeypatch):
+    from modeling_mckd import training
+
+    original = training.TeacherObjective.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch):
+        loss, logs = original(self, model, batch)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 3 else loss), logs
+
+    monkeypatch.setattr(training.TeacherObjective, "__call__", poisoned)
+    train = load_script("train")
+    output_dir = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match="step 3"):
+        train.main(common_args(tiny_dataset, output_dir, max_steps=6, save_steps=2, eval_strategy="no",
+                               model_overrides=json.dumps(TINY_TEACHER)))
+    assert (output_dir / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def test_undecodable_clips_are_skipped_counted_and_bounded(tiny_dataset, tmp_path):
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(tiny_dataset))
+    broken_video = tmp_path / "broken.mp4"
+    broken_video.write_bytes(b"not a video at all")
+    train_split = dataset["train"]
+    paths = list(train_split["video"])
+    paths[0] = str(broken_video)
+    dataset["train"] = train_split.remove_columns("video").add_column("video", paths)
+    broken = tmp_path / "broken_dataset"
+    dataset.save_to_disk(str(broken))
+    train = load_script("train")
+    results = train.main(common_args(broken, tmp_path / "ok", max_steps=4, eval_strategy="no",
+                                     max_decode_failure_fraction=0.5, model_overrides=json.dumps(TINY_TEACHER)))
+    assert results["decode_failures"] == 1
+    with pytest.raises(RuntimeError, match="could not be decoded"):
+        train.main(common_args(broken, tmp_path / "fail", max_steps=4, eval_strategy="no",
+                               max_decode_failure_fraction=0.0, model_overrides=json.dumps(TINY_TEACHER)))
+
+
+def test_config_file_with_cli_override(tiny_dataset, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": str(tiny_dataset), "output_dir": str(tmp_path / "from_yaml"), "max_steps": 50,
+        "report_to": "none", "disable_tqdm": True, "eval_strategy": "no", "image_size": 32,
+        "model_overrides": TINY_TEACHER,
+    }))
+    train = load_script("train")
+    results = train.main(["--config", str(config), "--max_steps", "2"])
+    assert results["global_step"] == 2
+
+
+def test_two_processes_match_one_process_gradients(tiny_dataset, tmp_path):
+    """DDP over 2 CPU processes (gloo) gives the gradients of 1 process on the same global batch."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one = tmp_path / "one.safetensors"
+    two = tmp_path / "two.safetensors"
+    base = ["--max_steps", "1", "--eval_strategy", "no", "--model_overrides", json.dumps(TINY_TEACHER)]
+    subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *common_args(tiny_dataset, tmp_path / "p1", per_device_train_batch_size=16,
+                                                            debug_dump_first_step_grads=one), *base],
+        check=True, env=env, cwd=REPO, capture_output=True,
+    )
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", str(REPO / "train.py"),
+         *common_args(tiny_dataset, tmp_path / "p2", per_device_train_batch_size=8, debug_dump_first_step_grads=two), *base],
+        env=env, cwd=REPO, capture_output=True, text=True,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    expected, actual = load_file(one), load_file(two)
+    assert expected.keys() == actual.keys() and expected
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-5, msg=name)
