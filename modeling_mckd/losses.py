@@ -183,11 +183,13 @@ def _gather(
     for tensor in tensors:
         padded = pad(tensor)
         if with_grad:
+            import torch.distributed.nn.functional as differentiable  # not imported by torch.distributed
+
             with warnings.catch_warnings():
                 # Deprecated in favour of a private API in recent torch; it is the public op that
                 # carries a gradient on every backend we support (gloo included).
                 warnings.simplefilter("ignore", FutureWarning)
-                parts = list(torch.distributed.nn.functional.all_gather(padded))
+                parts = list(differentiable.all_gather(padded))
         else:
             parts = [torch.empty_like(padded) for _ in range(world_size)]
             with torch.no_grad():
