@@ -457,11 +457,10 @@ class MCKDModel(MCKDPreTrainedModel):
 
     @staticmethod
     def _load_backbone_weights(target: PreTrainedModel, name_or_path: str, backbone_config, kwargs: dict) -> None:
-        extra = {}
-        if "add_pooling_layer" in inspect.signature(type(target).__init__).parameters:
-            extra["add_pooling_layer"] = getattr(target, "pooler", None) is not None
-        pretrained = AutoModel.from_pretrained(name_or_path, config=backbone_config, **extra, **kwargs)
-        missing, unexpected = target.load_state_dict(pretrained.state_dict(), strict=False)
+        # load the checkpoint's own architecture (pooler included when it has one), then copy what
+        # our tower has: a pooler we dropped is simply not copied
+        pretrained = AutoModel.from_pretrained(name_or_path, config=backbone_config, **kwargs)
+        missing, _ = target.load_state_dict(pretrained.state_dict(), strict=False)
         if missing:
             raise ValueError(
                 f"Backbone {name_or_path!r} does not provide weights for {sorted(missing)[:8]} "
