@@ -116,7 +116,9 @@ class EpochShuffleSampler(Sampler[int]):
         self.shuffle = shuffle
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    # Not `set_epoch`: Accelerate calls that with its own iteration counter, which restarts at 0
+    # on the loader that skips the batches already done after a resume.
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -154,7 +156,7 @@ class RetrievalTrainSet(TorchDataset):
         # Names of the models that have an audio tower: only they are given the audio track.
         self.audio_users = set(audio_users)
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -134,7 +134,11 @@ def _scores_dtype(tensor: torch.Tensor) -> torch.Tensor:
 def _first_non_finite(scores: torch.Tensor) -> tuple[int, int, str] | None:
     """(row, column, "NaN"/"inf"/"-inf") of the first non-finite score, or None."""
     # A row sum is finite when all of its entries are (barring overflow, re-checked exactly).
-    if bool(torch.isfinite(scores.sum(dim=1)).all()):
+    # numpy's reduction is much faster than torch's on CPU, so use it there.
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        if np.isfinite(scores.numpy().sum(axis=1)).all():
+            return None
+    elif bool(torch.isfinite(scores.sum(dim=1)).all()):
         return None
     bad = ~torch.isfinite(scores)
     if not bool(bad.any()):
@@ -305,6 +309,53 @@ def _count_at_least(scores: torch.Tensor, thresholds: torch.Tensor, strict: bool
     return mask.sum(dim=1, dtype=torch.int64)
 
 
+def _count_per_threshold(scores: torch.Tensor, thresholds: torch.Tensor, valid: torch.Tensor, need_ge: bool,
+                         need_gt: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """For every (row r, slot j): how many entries of row r are >= / > ``thresholds[r, j]``.
+
+    Only entries at or above the row's lowest valid threshold can count, so those candidates are
+    gathered once and every threshold is tested against them alone; when candidates are dense
+    (a weak model, random scores) one full counting pass per threshold is cheaper and used instead.
+    """
+    rows, width = thresholds.shape
+    use_numpy = scores.device.type == "cpu" and _CPU_COUNT_WITH_NUMPY
+    lowest = torch.where(valid, thresholds, torch.full_like(thresholds, float("inf"))).min(dim=1).values
+    if use_numpy:
+        s, t = scores.numpy(), thresholds.numpy()
+        candidates = s >= lowest.numpy()[:, None]
+        dense = 4 * int(np.count_nonzero(candidates)) > s.size
+    else:
+        candidates = scores >= lowest[:, None]
+        dense = 4 * int(candidates.sum()) > scores.numel()
+    if dense:
+        ge = torch.stack([_count_at_least(scores, thresholds[:, j], strict=False) for j in range(width)], 1) \
+            if need_ge else None
+        gt = torch.stack([_count_at_least(scores, thresholds[:, j], strict=True) for j in range(width)], 1) \
+            if need_gt else None
+        return (None if ge is None else ge.to(scores.device)), (None if gt is None else gt.to(scores.device))
+    if use_numpy:
+        row_of, column_of = np.nonzero(candidates)
+        values = s[row_of, column_of]
+
+        def count(strict: bool) -> torch.Tensor:
+            out = np.zeros((rows, width), dtype=np.int64)
+            for j in range(width):  # one candidate-sized buffer at a time, never candidates x width
+                threshold = t[row_of, j]
+                out[:, j] = np.bincount(row_of[values > threshold if strict else values >= threshold], minlength=rows)
+            return torch.from_numpy(out)
+    else:
+        row_of, column_of = torch.nonzero(candidates, as_tuple=True)
+        values = scores[row_of, column_of]
+
+        def count(strict: bool) -> torch.Tensor:
+            out = []
+            for j in range(width):
+                threshold = thresholds[row_of, j]
+                out.append(torch.bincount(row_of[values > threshold if strict else values >= threshold], minlength=rows))
+            return torch.stack(out, 1)
+    return (count(False) if need_ge else None), (count(True) if need_gt else None)
+
+
 def _combine(ahead_ge: torch.Tensor | None, ahead_gt: torch.Tensor | None, tie_policy: str) -> torch.Tensor:
     if tie_policy == "pessimistic":
         return ahead_ge
@@ -351,16 +402,15 @@ def _rank_chunk(scores: torch.Tensor, sets: RelevantSets, start: int, tie_policy
         return _combine(ge, gt, tie_policy), None
 
     # Non-relevant items ahead of each relevant item: all items ahead minus the relevant ones ahead.
+    all_ge, all_gt = _count_per_threshold(scores, relevant_scores, valid, need_ge, need_gt)
     pair_valid = valid[:, None, :]
     ahead_ge = ahead_gt = None
     if need_ge:
-        all_ge = torch.stack([_count_at_least(scores, relevant_scores[:, j], strict=False) for j in range(width)], 1)
         rel_ge = ((relevant_scores[:, None, :] >= relevant_scores[:, :, None]) & pair_valid).sum(dim=2)
-        ahead_ge = all_ge.to(device) - rel_ge
+        ahead_ge = all_ge - rel_ge
     if need_gt:
-        all_gt = torch.stack([_count_at_least(scores, relevant_scores[:, j], strict=True) for j in range(width)], 1)
         rel_gt = ((relevant_scores[:, None, :] > relevant_scores[:, :, None]) & pair_valid).sum(dim=2)
-        ahead_gt = all_gt.to(device) - rel_gt
+        ahead_gt = all_gt - rel_gt
     ahead = _combine(ahead_ge, ahead_gt, tie_policy).double()
     # Fewer items ahead <=> higher score, so ascending counts give the relevant items in ranking
     # order; the i-th one (1-based) then sits at position i + ahead_i.
@@ -403,7 +453,8 @@ class _MatrixSource(_ScoreSource):
             _check_finite_rows(block, self.name, start)
             return block
         # Video queries read columns of the (texts, videos) matrix: report positions as given.
-        block = _scores_dtype(self.matrix[:, start:stop].to(self.device)).T.contiguous()
+        block = _scores_dtype(self.matrix[:, start:stop].to(self.device)).T
+        block = torch.from_numpy(np.ascontiguousarray(block.numpy())) if block.device.type == "cpu" else block.contiguous()
         found = _first_non_finite(block)
         if found is not None:
             video, text, kind = found

@@ -116,7 +116,7 @@ class StudentObjective:
         if self.args.kd_weight:
             teacher_text, teacher_video = self.teacher_embeddings(batch)
             extra = {}
-            if self.args.kd_mode == "feature":
+            if "feature" in self.args.kd_mode.split("+"):
                 projection = _unwrap(model).mimicry_projection
                 extra = {"student_projected_text": projection(text), "student_projected_video": projection(video)}
             kd = self.distillation(text, video, teacher_text, teacher_video[position], **extra)
@@ -381,8 +381,8 @@ class RetrievalTrainer:
         history = []
         start_time = time.time()
         while state.global_step < total_steps and state.epoch < num_epochs:
-            self.sampler.set_epoch(state.epoch)
-            self.train_set.set_epoch(state.epoch)
+            self.sampler.use_epoch(state.epoch)
+            self.train_set.use_epoch(state.epoch)
             epoch_loader = loader
             if state.batches_done_in_epoch:
                 epoch_loader = accelerator.skip_first_batches(loader, state.batches_done_in_epoch)
