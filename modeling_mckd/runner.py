@@ -314,6 +314,8 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
             url = push_folder_to_hub(output_dir, run_args.hub_model_id, private=run_args.hub_private_repo)
             results["hub_url"] = url
     accelerator.wait_for_everyone()
+    # Last: it closes the trackers and, with several processes, the process group.
+    accelerator.end_training()
     return results
 
 

@@ -448,7 +448,6 @@ class RetrievalTrainer:
 
             weights = load_file(str(best / "model.safetensors"))
             self.accelerator.unwrap_model(self.model).load_state_dict(weights, strict=False)
-        accelerator.end_training()
         return {"global_step": state.global_step, "train_runtime_s": elapsed, "best_rsum": state.best_rsum,
                 "best_step": state.best_step, "decode_failures": state.decode_failures, "history": history}
 
