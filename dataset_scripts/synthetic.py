@@ -81,7 +81,14 @@ COLOUR_WORDS: dict[str, tuple[str, ...]] = {
 #: Pitch of each colour's tone, in semitones above 220 Hz. Colours that look alike are given
 #: distant pitches, so the soundtrack disambiguates exactly the pairs that vision confuses.
 COLOUR_PITCH: dict[str, int] = {
-    "red": 0, "cyan": 3, "yellow": 6, "purple": 9, "orange": 12, "blue": 15, "green": 18, "pink": 21,
+    "red": 0,
+    "cyan": 3,
+    "yellow": 6,
+    "purple": 9,
+    "orange": 12,
+    "blue": 15,
+    "green": 18,
+    "pink": 21,
 }
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "star", "hexagon")
@@ -96,7 +103,13 @@ SHAPE_WORDS: dict[str, tuple[str, ...]] = {
 }
 #: Rotational symmetry period in degrees (None: rotation is invisible, so circles never rotate).
 SHAPE_SYMMETRY: dict[str, float | None] = {
-    "circle": None, "square": 90.0, "triangle": 120.0, "diamond": 180.0, "cross": 90.0, "star": 72.0, "hexagon": 60.0,
+    "circle": None,
+    "square": 90.0,
+    "triangle": 120.0,
+    "diamond": 180.0,
+    "cross": 90.0,
+    "star": 72.0,
+    "hexagon": 60.0,
 }
 #: Harmonic amplitudes of each shape's tone (its timbre): index h-1 is the h-th harmonic.
 SHAPE_HARMONICS: dict[str, tuple[float, ...]] = {
@@ -118,12 +131,29 @@ SIZE_WORDS: dict[str, tuple[str, ...]] = {
 }
 
 MOTIONS: tuple[str, ...] = (
-    "left", "right", "up", "down", "grow", "shrink", "appear", "disappear", "rotate_cw", "rotate_ccw",
+    "left",
+    "right",
+    "up",
+    "down",
+    "grow",
+    "shrink",
+    "appear",
+    "disappear",
+    "rotate_cw",
+    "rotate_ccw",
 )
 #: The motion seen when the clip is played backwards (and the "motion" hard negative).
 OPPOSITE_MOTION: dict[str, str] = {
-    "left": "right", "right": "left", "up": "down", "down": "up", "grow": "shrink", "shrink": "grow",
-    "appear": "disappear", "disappear": "appear", "rotate_cw": "rotate_ccw", "rotate_ccw": "rotate_cw",
+    "left": "right",
+    "right": "left",
+    "up": "down",
+    "down": "up",
+    "grow": "shrink",
+    "shrink": "grow",
+    "appear": "disappear",
+    "disappear": "appear",
+    "rotate_cw": "rotate_ccw",
+    "rotate_ccw": "rotate_cw",
 }
 MOTION_WORDS: dict[str, tuple[str, ...]] = {
     "left": ("moves left", "slides to the left", "travels leftwards", "drifts left", "heads to the left"),
@@ -183,17 +213,24 @@ class SyntheticConfig:
     num_frames: int = dataclasses.field(default=16, metadata=_help("frames per clip"))
     frame_size: int = dataclasses.field(default=64, metadata=_help("frame width = height in pixels (even)"))
     fps: int = dataclasses.field(default=8, metadata=_help("frame rate of the mp4 files"))
-    crf: int = dataclasses.field(default=18, metadata=_help("libx264 constant rate factor (lower = closer to the rendered frames)"))
-    captions_per_clip: int = dataclasses.field(default=5, metadata=_help("captions per clip (the first is always complete)"))
+    crf: int = dataclasses.field(
+        default=18, metadata=_help("libx264 constant rate factor (lower = closer to the rendered frames)")
+    )
+    captions_per_clip: int = dataclasses.field(
+        default=5, metadata=_help("captions per clip (the first is always complete)")
+    )
     two_event_fraction: float = dataclasses.field(
         default=0.5, metadata=_help("fraction of clips with two objects whose motions happen one after the other")
     )
     hard_negative_fraction: float = dataclasses.field(
         default=0.3, metadata=_help("fraction of each split's clips that belong to hard-negative groups")
     )
-    max_group_size: int = dataclasses.field(default=3, metadata=_help("largest hard-negative group (a base clip and up to N-1 variants)"))
+    max_group_size: int = dataclasses.field(
+        default=3, metadata=_help("largest hard-negative group (a base clip and up to N-1 variants)")
+    )
     hard_negative_attributes: tuple[str, ...] = dataclasses.field(
-        default=HARD_NEGATIVE_ATTRIBUTES, metadata=_help("attributes a hard-negative variant may change", choices=HARD_NEGATIVE_ATTRIBUTES)
+        default=HARD_NEGATIVE_ATTRIBUTES,
+        metadata=_help("attributes a hard-negative variant may change", choices=HARD_NEGATIVE_ATTRIBUTES),
     )
     num_distractors: int = dataclasses.field(
         default=2, metadata=_help("at most this many unmentioned distractor objects per clip (uniform 0..N)")
@@ -204,23 +241,38 @@ class SyntheticConfig:
     background_clutter: float = dataclasses.field(
         default=0.6, metadata=_help("0: plain backgrounds; 1: always patterned, high-contrast, textured backgrounds")
     )
-    pixel_noise: float = dataclasses.field(default=0.04, metadata=_help("std of per-pixel Gaussian noise (intensity in [0, 1])"))
-    colour_jitter: float = dataclasses.field(default=0.06, metadata=_help("per-object random offset of the palette RGB"))
+    pixel_noise: float = dataclasses.field(
+        default=0.04, metadata=_help("std of per-pixel Gaussian noise (intensity in [0, 1])")
+    )
+    colour_jitter: float = dataclasses.field(
+        default=0.06, metadata=_help("per-object random offset of the palette RGB")
+    )
     synonyms: int = dataclasses.field(
         default=4, metadata=_help("words used per concept (1: canonical words only; up to 4-5 synonyms/paraphrases)")
     )
     caption_partiality: float = dataclasses.field(
         default=0.5, metadata=_help("probability that a caption (other than the first) leaves out part of the content")
     )
-    background_mention: float = dataclasses.field(default=0.25, metadata=_help("probability that a caption names the background"))
-    audio_frames: int = dataclasses.field(default=16, metadata=_help("time steps T_a of the audio features"))
-    audio_bins: int = dataclasses.field(default=32, metadata=_help("feature size D_a: log-spaced bands, half per stereo channel (even)"))
-    audio_sample_rate: int = dataclasses.field(default=8000, metadata=_help("sample rate of the synthesised soundtrack"))
-    audio_noise: float = dataclasses.field(
-        default=0.5, metadata=_help("background noise level relative to a large object's tone, and the rate of spurious blips")
+    background_mention: float = dataclasses.field(
+        default=0.25, metadata=_help("probability that a caption names the background")
     )
-    audio_dropout: float = dataclasses.field(default=0.15, metadata=_help("probability that a main object makes no sound"))
-    mux_audio: bool = dataclasses.field(default=False, metadata=_help("also mux the soundtrack into the mp4 (AAC stream)"))
+    audio_frames: int = dataclasses.field(default=16, metadata=_help("time steps T_a of the audio features"))
+    audio_bins: int = dataclasses.field(
+        default=32, metadata=_help("feature size D_a: log-spaced bands, half per stereo channel (even)")
+    )
+    audio_sample_rate: int = dataclasses.field(
+        default=8000, metadata=_help("sample rate of the synthesised soundtrack")
+    )
+    audio_noise: float = dataclasses.field(
+        default=0.5,
+        metadata=_help("background noise level relative to a large object's tone, and the rate of spurious blips"),
+    )
+    audio_dropout: float = dataclasses.field(
+        default=0.15, metadata=_help("probability that a main object makes no sound")
+    )
+    mux_audio: bool = dataclasses.field(
+        default=False, metadata=_help("also mux the soundtrack into the mp4 (AAC stream)")
+    )
 
     def __post_init__(self) -> None:
         self.hard_negative_attributes = tuple(self.hard_negative_attributes)
@@ -245,13 +297,18 @@ class SyntheticConfig:
             ("caption_partiality", 0.0 <= self.caption_partiality <= 1.0, "a number in [0, 1]"),
             ("background_mention", 0.0 <= self.background_mention <= 1.0, "a number in [0, 1]"),
             ("audio_frames", self.audio_frames >= 1, "an integer >= 1"),
-            ("audio_bins", self.audio_bins >= 2 and self.audio_bins % 2 == 0, "an even integer >= 2 (two stereo channels)"),
+            (
+                "audio_bins",
+                self.audio_bins >= 2 and self.audio_bins % 2 == 0,
+                "an even integer >= 2 (two stereo channels)",
+            ),
             ("audio_sample_rate", self.audio_sample_rate >= 4000, "an integer >= 4000"),
             ("audio_noise", self.audio_noise >= 0.0, "a number >= 0"),
             ("audio_dropout", 0.0 <= self.audio_dropout <= 1.0, "a number in [0, 1]"),
             (
                 "hard_negative_attributes",
-                len(self.hard_negative_attributes) > 0 and set(self.hard_negative_attributes) <= set(HARD_NEGATIVE_ATTRIBUTES),
+                len(self.hard_negative_attributes) > 0
+                and set(self.hard_negative_attributes) <= set(HARD_NEGATIVE_ATTRIBUTES),
                 f"a non-empty subset of {', '.join(HARD_NEGATIVE_ATTRIBUTES)}",
             ),
         ]
@@ -267,7 +324,9 @@ class SyntheticConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (tuples as lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
 
     def config_hash(self) -> str:
         """SHA-256 (16 hex digits) of the fields and the generator version: equal hash, equal output."""
@@ -363,7 +422,8 @@ def _state(x: float, y: float, scale: float = 1.0, angle: float = 0.0, alpha: fl
 
 def _jittered_rgb(rng: SceneRandom, colour: str, config: SyntheticConfig) -> list[float]:
     return [
-        _r(min(max(value + rng.uniform(-config.colour_jitter, config.colour_jitter), 0.0), 1.0)) for value in COLOURS[colour]
+        _r(min(max(value + rng.uniform(-config.colour_jitter, config.colour_jitter), 0.0), 1.0))
+        for value in COLOURS[colour]
     ]
 
 
@@ -378,7 +438,6 @@ def _motion_states(rng: SceneRandom, motion: str, shape: str) -> tuple[dict, dic
     span = float(rng.uniform(0.25, 0.45))
     x = float(rng.uniform(margin, 1 - margin))
     y = float(rng.uniform(margin, 1 - margin))
-    angle = 0.0
     if motion in ("left", "right", "up", "down"):
         start = float(rng.uniform(margin + span, 1 - margin))
         end = start - span  # towards 0, i.e. left or up (image y grows downwards)
@@ -575,7 +634,9 @@ def make_variant(scene: dict, attribute: str, rng: SceneRandom, config: Syntheti
         target["motion"] = OPPOSITE_MOTION[target["motion"]]
         target["from"], target["to"] = target["to"], target["from"]
         return variant
-    raise ValueError(f"unknown hard-negative attribute {attribute!r}; expected one of {', '.join(HARD_NEGATIVE_ATTRIBUTES)}")
+    raise ValueError(
+        f"unknown hard-negative attribute {attribute!r}; expected one of {', '.join(HARD_NEGATIVE_ATTRIBUTES)}"
+    )
 
 
 def _path_key(obj: dict) -> tuple:
@@ -648,8 +709,15 @@ def _event_phrase(obj: dict, rng: SceneRandom, config: SyntheticConfig, parts: s
 
 
 _ORDERED = (
-    "{a}, then {b}", "{a} and then {b}", "first {a}, then {b}", "{a}; after that, {b}", "{b} after {a}",
-    "after {a}, {b}", "{a} before {b}", "before {b}, {a}", "{a}, and afterwards {b}",
+    "{a}, then {b}",
+    "{a} and then {b}",
+    "first {a}, then {b}",
+    "{a}; after that, {b}",
+    "{b} after {a}",
+    "after {a}, {b}",
+    "{a} before {b}",
+    "before {b}, {a}",
+    "{a}, and afterwards {b}",
 )
 _UNORDERED = ("{a} and {b}", "{b} and {a}", "{a}; also, {b}", "{b}; also, {a}")
 _PREFIXES = ("", "", "", "a video where ", "in this clip, ", "the clip shows how ", "we see that ", "here, ")
@@ -756,7 +824,9 @@ def _convex_pieces(shape: str) -> list[np.ndarray]:
             np.array([(-w, -a), (w, -a), (w, a), (-w, a)], dtype=np.float64),
         ]
     if shape == "star":  # five kites: centre, inner corner, tip, inner corner
-        return [np.stack([np.zeros(2), outline[(2 * i - 1) % 10], outline[2 * i], outline[2 * i + 1]]) for i in range(5)]
+        return [
+            np.stack([np.zeros(2), outline[(2 * i - 1) % 10], outline[2 * i], outline[2 * i + 1]]) for i in range(5)
+        ]
     return [outline]
 
 
@@ -825,7 +895,9 @@ def _draw_object(canvas: np.ndarray, obj: dict, times: np.ndarray, size: int, pa
     ``pad`` lets the box leave the frame without clipping logic.
     """
     states = [object_state(obj, float(t)) for t in times]
-    x, y, scale, angle, alpha = (np.array([state[key] for state in states]) for key in ("x", "y", "scale", "angle", "alpha"))
+    x, y, scale, angle, alpha = (
+        np.array([state[key] for state in states]) for key in ("x", "y", "scale", "angle", "alpha")
+    )
     radius = SIZE_RADIUS[obj["size"]] * np.maximum(scale, 1e-3) * size  # (T,) pixels
     extent = float(radius.max()) * 1.3 + 1.5
     box = int(math.ceil(2 * extent)) + 1
@@ -848,7 +920,12 @@ def render_background(background: dict, size: int) -> np.ndarray:
     """The static background (H, W, 3) float32 in [0, 1]."""
     coords = (np.arange(size, dtype=np.float64) + 0.5) / size
     u, v = np.meshgrid(coords, coords)
-    pattern, period, phase, angle = background["pattern"], background["period"], background["phase"], background["angle"]
+    pattern, period, phase, angle = (
+        background["pattern"],
+        background["period"],
+        background["phase"],
+        background["angle"],
+    )
     wave = lambda w: np.clip(3.0 * np.sin(2 * math.pi * (w / period + phase)), -1.0, 1.0) * 0.5 + 0.5  # noqa: E731
     if pattern == "plain":
         mix = np.zeros_like(u)
@@ -859,7 +936,10 @@ def render_background(background: dict, size: int) -> np.ndarray:
     elif pattern == "diagonal":
         mix = wave((u + v) / math.sqrt(2) if math.cos(angle) > 0 else (u - v) / math.sqrt(2))
     elif pattern == "checker":
-        mix = (np.sign(np.sin(2 * math.pi * (u / period + phase))) * np.sign(np.sin(2 * math.pi * (v / period + phase))) + 1) / 2
+        mix = (
+            np.sign(np.sin(2 * math.pi * (u / period + phase))) * np.sign(np.sin(2 * math.pi * (v / period + phase)))
+            + 1
+        ) / 2
     elif pattern == "gradient":
         mix = np.clip((u - 0.5) * math.cos(angle) + (v - 0.5) * math.sin(angle) + 0.5, 0.0, 1.0)
     elif pattern == "dots":
@@ -877,7 +957,9 @@ def render_background(background: dict, size: int) -> np.ndarray:
     base, accent = np.asarray(background["base"]), np.asarray(background["accent"])
     image = base[None, None] + (accent - base)[None, None] * mix[..., None]
     if background["texture"] > 0:  # static fine grain, part of the scene (not the per-frame noise)
-        grain = np.random.default_rng(background["texture_seed"] + 1).normal(0.0, background["texture"], (size, size, 1))
+        grain = np.random.default_rng(background["texture_seed"] + 1).normal(
+            0.0, background["texture"], (size, size, 1)
+        )
         image = image + grain
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
@@ -898,7 +980,9 @@ def render_clip(
         _draw_object(canvas, obj, times, frame_size, pad)
     frames = canvas[:, pad : pad + frame_size, pad : pad + frame_size]
     if pixel_noise > 0:
-        frames += np.random.default_rng(noise_seed).standard_normal(frames.shape, dtype=np.float32) * np.float32(pixel_noise)
+        frames += np.random.default_rng(noise_seed).standard_normal(frames.shape, dtype=np.float32) * np.float32(
+            pixel_noise
+        )
     return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -907,7 +991,9 @@ def render_clip(
 # ----------------------------------------------------------------------------------------------
 
 
-def _band_filters(num_bands: int, n_fft: int, sample_rate: int, low: float = 120.0, high: float | None = None) -> np.ndarray:
+def _band_filters(
+    num_bands: int, n_fft: int, sample_rate: int, low: float = 120.0, high: float | None = None
+) -> np.ndarray:
     """Triangular filters on a log-frequency axis (like a mel bank), shape (num_bands, n_fft//2+1)."""
     high = high or sample_rate * 0.48
     edges = np.geomspace(low, high, num_bands + 2)
@@ -1004,7 +1090,12 @@ def audio_features(waveform: np.ndarray, config: SyntheticConfig) -> np.ndarray:
 
 
 def write_mp4(
-    path: str | os.PathLike, frames: np.ndarray, fps: int, crf: int = 18, waveform: np.ndarray | None = None, sample_rate: int = 8000
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: int,
+    crf: int = 18,
+    waveform: np.ndarray | None = None,
+    sample_rate: int = 8000,
 ) -> None:
     """Encode ``frames`` (T, H, W, 3) uint8 as H.264 (libx264, yuv420p) into an mp4 at ``path``.
 
@@ -1028,7 +1119,9 @@ def write_mp4(
         for packet in stream.encode():
             container.mux(packet)
         if audio_stream is not None:
-            audio_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform, dtype=np.float32), format="fltp", layout="stereo")
+            audio_frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(waveform, dtype=np.float32), format="fltp", layout="stereo"
+            )
             audio_frame.sample_rate = sample_rate
             audio_frame.pts = 0
             for packet in audio_stream.encode(audio_frame):
@@ -1049,7 +1142,11 @@ def render_group_frames(clips: Sequence[dict], config: SyntheticConfig) -> dict[
             rendered[clip["video_id"]] = np.ascontiguousarray(rendered[clip["frames_reversed_from"]][::-1])
         else:
             rendered[clip["video_id"]] = render_clip(
-                clip["scene"], config.num_frames, config.frame_size, pixel_noise=config.pixel_noise, noise_seed=clip["render_seed"]
+                clip["scene"],
+                config.num_frames,
+                config.frame_size,
+                pixel_noise=config.pixel_noise,
+                noise_seed=clip["render_seed"],
             )
     return rendered
 
@@ -1093,10 +1190,14 @@ def _group_sizes(num_hard: int, rng: SceneRandom, max_size: int) -> list[int]:
     return sizes
 
 
-def _plan_split(split: str, count: int, rng: SceneRandom, config: SyntheticConfig, group_prefix: str) -> list[list[dict]]:
+def _plan_split(
+    split: str, count: int, rng: SceneRandom, config: SyntheticConfig, group_prefix: str
+) -> list[list[dict]]:
     """Groups of clips of one split: hard-negative groups (base first) and singletons, shuffled."""
     groups: list[list[dict]] = []
-    for group_index, size in enumerate(_group_sizes(int(round(config.hard_negative_fraction * count)), rng, config.max_group_size)):
+    for group_index, size in enumerate(
+        _group_sizes(int(round(config.hard_negative_fraction * count)), rng, config.max_group_size)
+    ):
         group_id = f"{group_prefix}{group_index:04d}"
         only_order = set(config.hard_negative_attributes) == {"order"}
         base = sample_scene(rng, config, two_events=True if only_order else None)
@@ -1106,7 +1207,14 @@ def _plan_split(split: str, count: int, rng: SceneRandom, config: SyntheticConfi
         attributes = [options[i % len(options)] for i in range(size - 1)]
         members = [{"scene": base, "differs_in": None, "group": group_id, "base": True}]
         for attribute in attributes:
-            members.append({"scene": make_variant(base, attribute, rng, config), "differs_in": attribute, "group": group_id, "base": False})
+            members.append(
+                {
+                    "scene": make_variant(base, attribute, rng, config),
+                    "differs_in": attribute,
+                    "group": group_id,
+                    "base": False,
+                }
+            )
         groups.append(members)
     num_single = count - sum(len(group) for group in groups)
     for _ in range(num_single):
@@ -1132,12 +1240,14 @@ def build_annotations(config: SyntheticConfig) -> tuple[dict, list[list[dict]]]:
             next_index += len(group)
             base_id = ids[0]
             clips = []
-            for video_id, member in zip(ids, group):
+            for video_id, member in zip(ids, group, strict=True):
                 scene = member["scene"]
                 if member["group"] is None:
                     hard_negatives = {}
                 elif member["base"]:
-                    hard_negatives = {other_id: other["differs_in"] for other_id, other in zip(ids[1:], group[1:])}
+                    hard_negatives = {
+                        other_id: other["differs_in"] for other_id, other in zip(ids[1:], group[1:], strict=True)
+                    }
                 else:
                     hard_negatives = {base_id: member["differs_in"]}
                 reversed_from = base_id if member["differs_in"] == "time_reversal" else None
@@ -1157,8 +1267,17 @@ def build_annotations(config: SyntheticConfig) -> tuple[dict, list[list[dict]]]:
                 }
                 videos.append(entry)
                 for caption, partial in make_captions(scene, rng, config):
-                    sentences.append({"video_id": video_id, "caption": caption, "sen_id": len(sentences), "partial": partial})
-                clips.append({"video_id": video_id, "scene": scene, "render_seed": render_seed, "frames_reversed_from": reversed_from})
+                    sentences.append(
+                        {"video_id": video_id, "caption": caption, "sen_id": len(sentences), "partial": partial}
+                    )
+                clips.append(
+                    {
+                        "video_id": video_id,
+                        "scene": scene,
+                        "render_seed": render_seed,
+                        "frames_reversed_from": reversed_from,
+                    }
+                )
             tasks.append(clips)
     info = {
         "description": "MCKD synthetic text-video retrieval benchmark (dataset_scripts/synthetic.py)",
@@ -1220,7 +1339,8 @@ def _prepare_output_dir(output_dir: Path, config: SyntheticConfig, overwrite: bo
         if manifest is None:
             raise SyntheticOutputExistsError(
                 f"{output_dir}: not empty and holds no {MANIFEST_NAME} (not a synthetic benchmark folder); "
-                "choose another --output_dir, or pass --overwrite to replace its videos/, audio/, dataset/ and annotations"
+                "choose another --output_dir, or pass --overwrite to replace its videos/, audio/, dataset/ "
+                "and annotations"
             )
         if manifest.get("complete") is True:
             old = manifest.get("config") or {}
@@ -1323,7 +1443,9 @@ def load_annotations(output_dir: str | os.PathLike) -> dict:
 
 def hard_negative_subset(annotations: dict, split: str = "test") -> list[str]:
     """Ids of the clips of ``split`` (train / validate / test) that belong to a hard-negative group."""
-    return [v["video_id"] for v in annotations["videos"] if v["split"] == split and v["hard_negative_group"] is not None]
+    return [
+        v["video_id"] for v in annotations["videos"] if v["split"] == split and v["hard_negative_group"] is not None
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1342,7 +1464,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", "--output-dir", required=True, help="folder to generate into")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if the folder holds another config")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (the output does not depend on it)")
-    parser.add_argument("--push-to-hub", "--push_to_hub", dest="push_to_hub", default=None, metavar="REPO", help="also push the DatasetDict")
+    parser.add_argument(
+        "--push-to-hub",
+        "--push_to_hub",
+        dest="push_to_hub",
+        default=None,
+        metavar="REPO",
+        help="also push the DatasetDict",
+    )
     group = parser.add_argument_group("benchmark configuration (SyntheticConfig)")
     hints = typing.get_type_hints(SyntheticConfig)
     for field in dataclasses.fields(SyntheticConfig):
@@ -1363,7 +1492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     args = vars(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    output_dir, overwrite, workers, push_to_hub = (args.pop(key) for key in ("output_dir", "overwrite", "workers", "push_to_hub"))
+    output_dir, overwrite, workers, push_to_hub = (
+        args.pop(key) for key in ("output_dir", "overwrite", "workers", "push_to_hub")
+    )
     try:
         config = SyntheticConfig(**args)
         dataset = generate_synthetic(output_dir, config, overwrite=overwrite, workers=workers, push_to_hub=push_to_hub)

@@ -4,8 +4,6 @@ Tiny configs (a few clips of 8 frames at 32x32) keep the suite fast; every check
 mp4 files decoded with PyAV and on the DatasetDict written through the MSR-VTT code path.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import re
@@ -127,7 +125,9 @@ def test_same_seed_same_bytes_and_frames_other_seed_differs(tiny, tmp_path):
     for name in sorted(path.name for path in (folder / "videos").iterdir()):
         np.testing.assert_array_equal(decode(again / "videos" / name), decode(folder / "videos" / name))
         stem = name[: -len(".mp4")]
-        np.testing.assert_array_equal(np.load(again / "audio" / f"{stem}.npy"), np.load(folder / "audio" / f"{stem}.npy"))
+        np.testing.assert_array_equal(
+            np.load(again / "audio" / f"{stem}.npy"), np.load(folder / "audio" / f"{stem}.npy")
+        )
     other = tmp_path / "other"
     generate_synthetic(other, SyntheticConfig(seed=4, **TINY), workers=1)
     assert (other / "MSRVTT_data.json").read_bytes() != (folder / "MSRVTT_data.json").read_bytes()
@@ -172,7 +172,13 @@ def test_reuse_overwrite_and_refusal(tiny, tmp_path):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("num_frames", 1), ("frame_size", 33), ("hard_negative_fraction", 1.5), ("audio_bins", 7), ("hard_negative_attributes", ("hue",))],
+    [
+        ("num_frames", 1),
+        ("frame_size", 33),
+        ("hard_negative_fraction", 1.5),
+        ("audio_bins", 7),
+        ("hard_negative_attributes", ("hue",)),
+    ],
 )
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=rf"SyntheticConfig\.{field}="):
@@ -180,13 +186,42 @@ def test_bad_config_names_the_field(field, value):
 
 
 def test_cli_help_and_run(tmp_path):
-    for command in ([sys.executable, "dataset_scripts/synthetic.py", "--help"], [sys.executable, "-m", "dataset_scripts.synthetic", "--help"]):
+    for command in (
+        [sys.executable, "dataset_scripts/synthetic.py", "--help"],
+        [sys.executable, "-m", "dataset_scripts.synthetic", "--help"],
+    ):
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, result.stderr
-        for flag in ("--output_dir", "--seed", "--num_train", "--hard_negative_fraction", "--audio_noise", "--overwrite"):
+        for flag in (
+            "--output_dir",
+            "--seed",
+            "--num_train",
+            "--hard_negative_fraction",
+            "--audio_noise",
+            "--overwrite",
+        ):
             assert flag in result.stdout
-    assert synthetic.main(["--output_dir", str(tmp_path / "cli"), "--num_train", "2", "--num_val", "1", "--num_test", "1",
-                           "--num_frames", "4", "--frame_size", "16", "--workers", "1"]) == 0
+    assert (
+        synthetic.main(
+            [
+                "--output_dir",
+                str(tmp_path / "cli"),
+                "--num_train",
+                "2",
+                "--num_val",
+                "1",
+                "--num_test",
+                "1",
+                "--num_frames",
+                "4",
+                "--frame_size",
+                "16",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     config = json.loads((tmp_path / "cli" / "synthetic_manifest.json").read_text())["config"]
     assert (config["num_train"], config["num_frames"], config["frame_size"]) == (2, 4, 16)
     assert decode(tmp_path / "cli" / "videos" / "synthetic00000.mp4").shape == (4, 16, 16, 3)
@@ -246,7 +281,12 @@ def test_frames_show_the_described_motion(hard, tiny):
                 else:
                     area_before, area_after = mask_before.sum(), mask_after.sum()
                     hidden, shown = (area_before, area_after) if motion == "appear" else (area_after, area_before)
-                    assert shown >= 6 and hidden <= 0.1 * shown + 1, (video["video_id"], motion, area_before, area_after)
+                    assert shown >= 6 and hidden <= 0.1 * shown + 1, (
+                        video["video_id"],
+                        motion,
+                        area_before,
+                        area_after,
+                    )
                     checked["visibility"] += 1
     assert all(count >= 2 for count in checked.values()), checked
 
@@ -262,8 +302,17 @@ def test_first_caption_is_complete(tiny):
         assert sentences[0]["partial"] is False
         caption = sentences[0]["caption"]
         for obj in videos[video_id]["scene"]["objects"]:
-            for vocabulary, key in ((COLOUR_WORDS, "colour"), (SHAPE_WORDS, "shape"), (SIZE_WORDS, "size"), (MOTION_WORDS, "motion")):
-                assert any(re.search(rf"\b{re.escape(word)}\b", caption) for word in vocabulary[obj[key]]), (caption, key, obj[key])
+            for vocabulary, key in (
+                (COLOUR_WORDS, "colour"),
+                (SHAPE_WORDS, "shape"),
+                (SIZE_WORDS, "size"),
+                (MOTION_WORDS, "motion"),
+            ):
+                assert any(re.search(rf"\b{re.escape(word)}\b", caption) for word in vocabulary[obj[key]]), (
+                    caption,
+                    key,
+                    obj[key],
+                )
 
 
 def _first_event(caption: str) -> str:
@@ -316,10 +365,17 @@ def test_partial_captions_leave_something_out():
         words = [
             word
             for obj in objects
-            for word in (COLOUR_WORDS[obj["colour"]][0], SHAPE_WORDS[obj["shape"]][0], SIZE_WORDS[obj["size"]][0], MOTION_WORDS[obj["motion"]][0])
+            for word in (
+                COLOUR_WORDS[obj["colour"]][0],
+                SHAPE_WORDS[obj["shape"]][0],
+                SIZE_WORDS[obj["size"]][0],
+                MOTION_WORDS[obj["motion"]][0],
+            )
         ]
         missing = [word for word in words if not _has(word, caption)]
-        unordered = len(objects) == 2 and not any(word in caption for word in (" then ", " before ", " after", "first "))
+        unordered = len(objects) == 2 and not any(
+            word in caption for word in (" then ", " before ", " after", "first ")
+        )
         assert missing or unordered, caption
         evaluated += 1
         omitted += bool(missing)
@@ -343,7 +399,10 @@ def test_hard_negative_groups_differ_in_exactly_the_recorded_attribute(hard, tin
                 assert other["hard_negatives"][video["video_id"]] == attribute
             if video["hard_negative_of"] is not None:
                 base = videos[video["hard_negative_of"]]
-                assert base["hard_negative_of"] is None and base["hard_negatives"][video["video_id"]] == video["differs_in"]
+                assert (
+                    base["hard_negative_of"] is None
+                    and base["hard_negatives"][video["video_id"]] == video["differs_in"]
+                )
                 assert scene_difference(base["scene"], video["scene"]) == [video["differs_in"]]
                 seen_attributes.add(video["differs_in"])
         if annotations is hard[2]:
@@ -383,7 +442,12 @@ def test_time_reversed_twin_is_the_clip_backwards(hard):
         assert np.abs(backward - forward[::-1]).max() <= 1
         # ...the frames written are the base's noisy frames backwards, pixel for pixel...
         clips = [
-            {"video_id": v["video_id"], "scene": v["scene"], "render_seed": v["render_seed"], "frames_reversed_from": v["frames_reversed_from"]}
+            {
+                "video_id": v["video_id"],
+                "scene": v["scene"],
+                "render_seed": v["render_seed"],
+                "frames_reversed_from": v["frames_reversed_from"],
+            }
             for v in (base, twin)
         ]
         written = render_group_frames(clips, config)
@@ -439,15 +503,33 @@ def test_shape_inside_matches_point_in_polygon(shape):
 
 
 def _scene(objects, distractors=()):
-    background = {"pattern": "plain", "base": [0.3, 0.3, 0.3], "accent": [0.3, 0.3, 0.3], "period": 0.2, "phase": 0.0,
-                  "angle": 0.0, "texture": 0.0, "texture_seed": 0}
+    background = {
+        "pattern": "plain",
+        "base": [0.3, 0.3, 0.3],
+        "accent": [0.3, 0.3, 0.3],
+        "period": 0.2,
+        "phase": 0.0,
+        "angle": 0.0,
+        "texture": 0.0,
+        "texture_seed": 0,
+    }
     return {"background": background, "objects": list(objects), "distractors": list(distractors)}
 
 
 def _object(colour="red", shape="circle", size="large", motion="grow", x=0.5, y=0.5, start=0.0, end=1.0, **to):
     state = {"x": x, "y": y, "scale": 1.0, "angle": 0.0, "alpha": 1.0}
-    return {"shape": shape, "colour": colour, "size": size, "rgb": [0.9, 0.1, 0.1], "motion": motion, "start": start,
-            "end": end, "from": dict(state), "to": {**state, **to}, "audible": True}
+    return {
+        "shape": shape,
+        "colour": colour,
+        "size": size,
+        "rgb": [0.9, 0.1, 0.1],
+        "motion": motion,
+        "start": start,
+        "end": end,
+        "from": dict(state),
+        "to": {**state, **to},
+        "audible": True,
+    }
 
 
 QUIET = SyntheticConfig(audio_noise=0.0, num_frames=16, fps=8)
@@ -480,18 +562,22 @@ def test_audio_pitch_pan_loudness_follow_the_scene():
     appear["from"]["alpha"] = 0.0
     waveform = synthesize_waveform(_scene([appear]), QUIET, seed=0)
     onset_sample = int((0.5 * 15 + 0.5) / 8 * sr)
-    assert np.abs(waveform[:, : onset_sample - 1]).max() == 0.0 and np.abs(waveform[:, onset_sample + 400 :]).max() > 0.1
-    distractor = {**_object(colour="blue", x=0.2), "motion": "drift"}
-    np.testing.assert_array_equal(
-        synthesize_waveform(_scene([appear], [distractor]), QUIET, seed=0), waveform
+    assert (
+        np.abs(waveform[:, : onset_sample - 1]).max() == 0.0 and np.abs(waveform[:, onset_sample + 400 :]).max() > 0.1
     )
+    distractor = {**_object(colour="blue", x=0.2), "motion": "drift"}
+    np.testing.assert_array_equal(synthesize_waveform(_scene([appear], [distractor]), QUIET, seed=0), waveform)
 
 
 def test_audio_features_distinguish_objects(tiny):
     folder, _dataset, annotations = tiny
     signature = {}
     for video in annotations["videos"]:  # what is audible: silent objects leave no trace
-        key = tuple((o["colour"], o["shape"], o["size"], o["motion"], o["start"]) for o in video["scene"]["objects"] if o["audible"])
+        key = tuple(
+            (o["colour"], o["shape"], o["size"], o["motion"], o["start"])
+            for o in video["scene"]["objects"]
+            if o["audible"]
+        )
         signature[video["video_id"]] = key
     arrays = {vid: np.load(folder / "audio" / f"{vid}.npy") for vid in signature}
     ids = sorted(arrays)
