@@ -8,13 +8,10 @@ bundled FFmpeg ships; mpeg4 only if libx264 is missing). Frame `i` is a flat gre
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 
 def frame_level(index: int) -> int:

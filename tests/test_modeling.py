@@ -235,6 +235,29 @@ def test_return_loss_is_symmetric_cross_entropy_by_hand():
     assert model.video_tower.frame_encoder.convs[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        MCKDConfig.teacher_preset(extra_modalities={"audio": {"feature_dim": 6, "aggregator": "gru"}}, num_frames=4),
+        MCKDConfig.student_preset(num_frames=4),
+        tiny(vision_config=TINY_VIT, text_config=TINY_BERT, vision_pooling="cls", text_pooling="cls"),
+        tiny(vision_config=TINY_VIT, text_config=TINY_BERT, text_pooling="pooler", temporal_aggregator="gru"),
+    ],
+    ids=["teacher", "student", "vit-bert-cls", "vit-bert-pooler"],
+)
+def test_every_parameter_gets_a_gradient(config):
+    # an unused parameter would break DistributedDataParallel without find_unused_parameters
+    model = seeded_model(config).train()
+    ids, mask = text_batch(batch=2, vocab=min(config.vocab_size, 99))
+    pixels = torch.randn(2, config.num_frames, 3, 32, 32)
+    out = model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels, return_loss=True,
+                audio_features=torch.randn(2, 3, 6) if "audio" in config.extra_modalities else None)
+    loss = out.loss + (out.audio_embeds.sum() if out.audio_embeds is not None else 0)
+    loss.backward()
+    without_grad = [name for name, p in model.named_parameters() if p.grad is None]
+    assert without_grad == []
+
+
 def test_return_loss_needs_both_modalities_and_square_logits():
     model = seeded_model(tiny())
     ids, mask = text_batch(batch=3)
@@ -355,6 +378,28 @@ def test_hf_text_tower_from_an_inline_bert_config(pooling):
     if pooling != "pooler":
         expected = {"cls": hidden[:, 0], "mean": hidden.mean(dim=1), "eos": hidden[:, 4]}[pooling]
         torch.testing.assert_close(alone, F.normalize(model.text_tower.projection(expected), dim=-1))
+
+
+def test_clip_towers_inline_and_eos_pooling_matches_clip_pooler(tmp_path):
+    clip_vision = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                   "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
+    clip_text = {"model_type": "clip_text_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                 "num_attention_heads": 2, "vocab_size": 99, "max_position_embeddings": 20, "eos_token_id": 3,
+                 "bos_token_id": 2, "pad_token_id": 0}
+    model = seeded_model(tiny(vision_config=clip_vision, text_config=clip_text, text_pooling="eos"))
+    ids = torch.tensor([[2, 5, 6, 3, 0], [2, 7, 3, 0, 0]])  # [SEP]-like eos id 3 ends each caption
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        eos = model.get_text_features(ids, mask)
+        model.text_tower.pooling = "pooler"  # CLIP's own pooled output is the hidden state at eos
+        pooler = model.get_text_features(ids, mask)
+        video = model.get_video_features(pixel_values_videos=torch.randn(2, 3, 3, 32, 32))
+    torch.testing.assert_close(eos, pooler, rtol=0, atol=1e-6)
+    assert video.shape == (2, 16)
+    model.save_pretrained(tmp_path)
+    reloaded = MCKDConfig.from_pretrained(tmp_path)
+    assert type(reloaded.vision_config).__name__ == "CLIPVisionConfig"
+    assert type(reloaded.text_config).__name__ == "CLIPTextConfig"
 
 
 def test_audio_and_extra_modality_towers():
