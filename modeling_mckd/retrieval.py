@@ -440,7 +440,11 @@ class _ScoreSource:
 
 
 class _MatrixSource(_ScoreSource):
-    """Rows of a given similarity matrix, or of its transpose (columns copied one chunk at a time)."""
+    """Rows of a given similarity matrix, or of its transpose.
+
+    Chunks are views, never copies: counting kernels reduce a transposed (column) block as fast as a
+    row block, while materialising the transpose would cost more than the ranking itself.
+    """
 
     def __init__(self, matrix: torch.Tensor, device: torch.device, name: str, transpose: bool = False):
         self.matrix, self.device, self.name, self.transpose = matrix, device, name, transpose
@@ -449,12 +453,11 @@ class _MatrixSource(_ScoreSource):
 
     def chunk(self, start: int, stop: int) -> torch.Tensor:
         if not self.transpose:
-            block = _scores_dtype(self.matrix[start:stop].to(self.device)).contiguous()
+            block = _scores_dtype(self.matrix[start:stop].to(self.device))
             _check_finite_rows(block, self.name, start)
             return block
         # Video queries read columns of the (texts, videos) matrix: report positions as given.
         block = _scores_dtype(self.matrix[:, start:stop].to(self.device)).T
-        block = torch.from_numpy(np.ascontiguousarray(block.numpy())) if block.device.type == "cpu" else block.contiguous()
         found = _first_non_finite(block)
         if found is not None:
             video, text, kind = found

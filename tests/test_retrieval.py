@@ -167,6 +167,25 @@ def test_multi_relevant_matches_reference(policy, integer_scores, counting_kerne
         np.testing.assert_allclose(ap, expected_ap, rtol=1e-12)
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+def test_multi_relevant_good_model_matches_reference(policy, counting_kernel):
+    """Relevant items mostly on top: few items can be ahead of any of them (the sparse path)."""
+    rng = np.random.default_rng(12)
+    similarity = rng.integers(0, 10, size=(29, 60)).astype(np.float64)
+    relevant = random_sets(rng, 29, 60, max_size=5)
+    for query, items in enumerate(relevant):
+        distractors = rng.choice(np.setdiff1d(np.arange(60), items), size=2, replace=False)
+        similarity[query, items] = 10 + rng.integers(0, 4, size=len(items))
+        similarity[query, distractors] = 10 + rng.integers(0, 4, size=2)  # ahead of or tied with relevant ones
+    # At most 7 of 60 items per row reach the lowest relevant score: well under the dense cut-off.
+    expected, expected_ap = reference_rank_and_ap(similarity, relevant, policy)
+    assert (expected > 0).any() and (expected == 0).any() and (expected_ap < 1).sum() > (expected > 0).sum()
+    for chunk_size in (4, 1024):
+        ranks, ap = compute_ranks(similarity, relevant, policy, chunk_size, return_average_precision=True)
+        np.testing.assert_array_equal(ranks, expected)
+        np.testing.assert_allclose(ap, expected_ap, rtol=1e-12)
+
+
 def test_relevant_input_forms_agree():
     rng = np.random.default_rng(3)
     similarity = rng.standard_normal((6, 9))
