@@ -92,8 +92,9 @@ def video_feature_dim(videos) -> int | None:
 def _load_mapping(path_or_json: str | None, what: str) -> dict:
     if not path_or_json:
         return {}
+    stripped = path_or_json.strip()
     path = Path(path_or_json)
-    if path.is_file():
+    if not stripped.startswith("{") and path.is_file():
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     else:

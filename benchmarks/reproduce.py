@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""The embedded default: synthetic benchmark -> teacher -> four students -> comparison table.
+
+    python benchmarks/reproduce.py                       # one seed (0), prints the table
+    python benchmarks/reproduce.py --seeds 0 1 2         # regenerates docs/results.md
+    python benchmarks/reproduce.py --seeds 3 --quick     # any other list: prints only
+
+Rows: teacher; student ranking-only; student + distillation; student + discrimination; full MCKD
+student (ranking + distillation + discrimination). Columns: t2v and v2t R@1/5/10, MdR, rsum, the
+parameter count and the video-encoding throughput (clips/s, measured here, same process, on
+already-decoded clips so the decoder is not what is timed).
+
+Every model folder it writes (``runs/default/seed-S/<name>``) is Hub-ready: weights, processor,
+model card and all_results.json. Model and optimisation settings come from
+``configs/synthetic_teacher.yaml`` and ``configs/synthetic_student.yaml``, the same files a user
+passes to train.py / distill.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from modeling_mckd.arguments import (  # noqa: E402
+    DataArguments,
+    DistillArguments,
+    ModelArguments,
+    RunArguments,
+    parse_arguments,
+)
+from modeling_mckd.runner import run_student, run_teacher  # noqa: E402
+
+
+STUDENTS = {
+    # name: (kd_weight multiplier, disc_weight multiplier) applied to the config's weights
+    "student ranking-only": (0.0, 0.0),
+    "student + distillation": (1.0, 0.0),
+    "student + discrimination": (0.0, 1.0),
+    "MCKD student (full)": (1.0, 1.0),
+}
+COLUMNS = ["t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MdR", "v2t_R@1", "v2t_R@5", "v2t_R@10", "v2t_MdR", "rsum"]
+OFFICIAL_SEEDS = [0, 1, 2]
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+
+
+@torch.no_grad()
+def video_throughput(model_dir: Path, dataset_dir: Path, split: str = "test", batch_size: int = 64) -> float:
+    """Clips per second through the video tower on decoded, cached clips (the model, not the decoder)."""
+    from datasets import load_from_disk
+
+    from modeling_mckd import MCKDModel, MCKDProcessor
+    from modeling_mckd.data import ClipStore
+    from modeling_mckd.training import encode_videos
+
+    model = MCKDModel.from_pretrained(model_dir).eval()
+    processor = MCKDProcessor.from_pretrained(model_dir)
+    videos = load_from_disk(str(dataset_dir))[split]
+    store = ClipStore(videos, input_mode=processor.video_processor.input_mode, cache=True)
+    encode_videos(model, processor, store, batch_size, "cpu")  # fills the cache, warms up
+    start = time.perf_counter()
+    encode_videos(model, processor, store, batch_size, "cpu")
+    return len(videos) / (time.perf_counter() - start)
+
+
+def run_seed(seed: int, args) -> dict[str, dict]:
+    root = Path(args.output_dir) / f"seed-{seed}"
+    common = ["--seed", str(seed), "--synthetic_dir", args.synthetic_dir, "--report_to", "none"]
+    if args.quick:
+        common += ["--synthetic_num_train", "300", "--synthetic_num_val", "60", "--synthetic_num_test", "100",
+                   "--num_train_epochs", "3"]
+    if args.disable_tqdm:
+        common += ["--disable_tqdm", "true"]
+    rows = {}
+    teacher_dir = root / "teacher"
+    model_args, data_args, run_args = parse_arguments(
+        (ModelArguments, DataArguments, RunArguments),
+        ["--config", str(REPO / "configs/synthetic_teacher.yaml"), "--output_dir", str(teacher_dir), *common],
+    )
+    print(f"[seed {seed}] teacher -> {teacher_dir}", flush=True)
+    rows["teacher"] = run_teacher(model_args, data_args, run_args)
+    dataset_dir = Path(args.synthetic_dir) / "dataset"
+    for name, (kd, disc) in STUDENTS.items():
+        output_dir = root / slug(name)
+        parsed = parse_arguments(
+            (ModelArguments, DataArguments, RunArguments, DistillArguments),
+            ["--config", str(REPO / "configs/synthetic_student.yaml"), "--output_dir", str(output_dir),
+             "--teacher", str(teacher_dir), *common],
+            defaults={"model_preset": "student"},
+        )
+        distill_args = parsed[3]
+        distill_args.kd_weight *= kd
+        distill_args.disc_weight *= disc
+        if not distill_args.kd_weight:
+            distill_args.teacher = None
+        print(f"[seed {seed}] {name} -> {output_dir}", flush=True)
+        rows[name] = run_student(*parsed[:3], distill_args)
+    for name, result in rows.items():
+        folder = teacher_dir if name == "teacher" else root / slug(name)
+        result["clips_per_s"] = video_throughput(folder, dataset_dir)
+    return rows
+
+
+def format_table(per_seed: dict[int, dict[str, dict]]) -> str:
+    names = list(next(iter(per_seed.values())))
+    header = ["model", *COLUMNS, "params", "clips/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in names:
+        cells = [name]
+        for key in [*[f"test_{c}" for c in COLUMNS], "num_parameters", "clips_per_s"]:
+            values = [per_seed[s][name][key] for s in per_seed]
+            mean = statistics.fmean(values)
+            if key == "num_parameters":
+                cells.append(f"{int(mean):,}")
+            elif len(values) > 1:
+                cells.append(f"{mean:.1f} ± {statistics.stdev(values):.1f}")
+            else:
+                cells.append(f"{mean:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goal_report(per_seed: dict[int, dict[str, dict]]) -> list[str]:
+    """The goals of the default setting, each with what this run measured."""
+    def r1(name):
+        return [per_seed[s][name]["test_t2v_R@1"] for s in per_seed]
+
+    full, ranking, disc, teacher = r1("MCKD student (full)"), r1("student ranking-only"), r1("student + discrimination"), r1("teacher")
+    speed = statistics.fmean(per_seed[s]["MCKD student (full)"]["clips_per_s"] / per_seed[s]["teacher"]["clips_per_s"] for s in per_seed)
+    gain = statistics.fmean(full) - statistics.fmean(ranking)
+    gain_disc = statistics.fmean(full) - statistics.fmean(disc)
+    ratio = statistics.fmean(full) / max(statistics.fmean(teacher), 1e-9)
+    t_r5 = statistics.fmean(per_seed[s]["teacher"]["test_t2v_R@5"] for s in per_seed)
+    return [
+        f"- full MCKD vs ranking-only, t2v R@1: {gain:+.1f} points (goal >= +5, ranges "
+        f"{'do not overlap' if min(full) > max(ranking) else 'overlap'}): {'met' if gain >= 5 and min(full) > max(ranking) else 'NOT met'}",
+        f"- full MCKD vs ranking + discrimination (no teacher), t2v R@1: {gain_disc:+.1f} points (goal >= +2): {'met' if gain_disc >= 2 else 'NOT met'}",
+        f"- full MCKD / teacher t2v R@1: {100 * ratio:.0f} % (goal >= 90 %): {'met' if ratio >= 0.9 else 'NOT met'}",
+        f"- student video encoding speed-up over the teacher: {speed:.1f}x (goal >= 5x): {'met' if speed >= 5 else 'NOT met'}",
+        f"- teacher t2v R@5: {t_r5:.1f} (must stay well below 100 so models can be told apart)",
+    ]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--output_dir", default="runs/default")
+    parser.add_argument("--synthetic_dir", default="data/synthetic")
+    parser.add_argument("--quick", action="store_true", help="a small, few-epoch run to check the pipeline")
+    parser.add_argument("--disable_tqdm", action="store_true")
+    parser.add_argument("--results_doc", default=str(REPO / "docs" / "results.md"))
+    args = parser.parse_args(argv)
+    if args.quick and args.synthetic_dir == parser.get_default("synthetic_dir"):
+        args.synthetic_dir += "-quick"  # a different benchmark size: keep the full one intact
+    logging.basicConfig(level=logging.WARNING)
+    start = time.time()
+    per_seed = {seed: run_seed(seed, args) for seed in args.seeds}
+    table = format_table(per_seed)
+    goals = goal_report(per_seed)
+    minutes = (time.time() - start) / 60
+    print("\nTest split of the synthetic benchmark (" + ", ".join(f"seed {s}" for s in args.seeds) + "):\n")
+    print(table)
+    print("\n" + "\n".join(goals))
+    print(f"\nwall time: {minutes:.1f} min; model folders in {args.output_dir}")
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.output_dir) / "results.json").write_text(json.dumps(per_seed, indent=2, default=float))
+    if sorted(args.seeds) == OFFICIAL_SEEDS and not args.quick:
+        write_results_doc(Path(args.results_doc), table, goals, minutes)
+        print(f"wrote {args.results_doc}")
+
+
+def write_results_doc(path: Path, table: str, goals: list[str], minutes: float) -> None:
+    path.write_text(
+        "# Results on the synthetic default\n\n"
+        "Regenerate with `python benchmarks/reproduce.py --seeds 0 1 2` (mean ± std over the three "
+        "seeds, test split; model settings in `configs/synthetic_*.yaml`). "
+        f"This run took {minutes:.0f} minutes on the machine that produced it.\n\n"
+        + table + "\n\n## Goals\n\n" + "\n".join(goals) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
