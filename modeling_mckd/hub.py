@@ -367,6 +367,28 @@ def _mentions(error: BaseException, secret: str) -> bool:
     return False
 
 
+def check_can_push(token: str | None = None) -> str:
+    """The token a push would use; raises before any network call when a push cannot work.
+
+    Training scripts call this before training, so a missing token is reported in seconds, not
+    after hours of training.
+    """
+    from huggingface_hub import constants, get_token
+
+    resolved_token = token or get_token()
+    if not resolved_token:
+        raise HubAuthError(
+            "Cannot push to the Hugging Face Hub: no token found. Log in with `hf auth login`, or set the "
+            "HF_TOKEN environment variable to a token with write access, then run again."
+        )
+    if constants.is_offline_mode():
+        raise HubPushError(
+            "Cannot push to the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE=1). "
+            "Unset it (or set HF_HUB_OFFLINE=0) to upload."
+        )
+    return resolved_token
+
+
 def push_folder_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -387,7 +409,7 @@ def push_folder_to_hub(
     ``ignore_patterns`` (checkpoints/, runs/, best_model/, temporary files) are not uploaded.
     The Hub endpoint is ``HF_ENDPOINT`` (default https://huggingface.co).
     """
-    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.utils import validate_repo_id
 
     folder = Path(folder)
@@ -402,17 +424,7 @@ def push_folder_to_hub(
     if token is not None and not isinstance(token, str):
         raise TypeError(f"token: expected a string or None, got {type(token).__name__}")
 
-    resolved_token = token or get_token()
-    if not resolved_token:
-        raise HubAuthError(
-            "Cannot push to the Hugging Face Hub: no token found. Log in with `hf auth login`, or set the "
-            "HF_TOKEN environment variable to a token with write access, then run again."
-        )
-    if constants.is_offline_mode():
-        raise HubPushError(
-            "Cannot push to the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE=1). "
-            "Unset it (or set HF_HUB_OFFLINE=0) to upload."
-        )
+    resolved_token = check_can_push(token)
 
     api = HfApi(token=resolved_token, library_name="mckd")
     logger.info("pushing %s to %s on %s", folder, repo_id, api.endpoint)

@@ -172,7 +172,8 @@ def build_model_and_processor(model_args: ModelArguments, data_args: DataArgumen
     video_processor = MCKDVideoProcessor(
         num_frames=config.num_frames,
         input_mode=config.video_input,
-        **_image_size_kwargs(config, model_args.image_size),
+        # The model's config: a backbone named by path has its vision_config filled in there.
+        **_image_size_kwargs(model.config, model_args.image_size),
     )
     processor = MCKDProcessor(video_processor=video_processor, tokenizer=tokenizer)
     return model, processor
@@ -263,8 +264,12 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
 def _check_run_args(run_args: RunArguments) -> None:
     if not run_args.output_dir:
         raise ValueError("--output_dir is required (on the command line or in --config)")
-    if run_args.push_to_hub and not run_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id")
+    if run_args.push_to_hub:
+        if not run_args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id")
+        from .hub import check_can_push
+
+        check_can_push()  # before training: a missing token must not cost a whole run
     if run_args.eval_strategy not in {"epoch", "no"}:
         raise ValueError(f"eval_strategy must be epoch or no, got {run_args.eval_strategy!r}")
 

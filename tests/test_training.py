@@ -209,3 +209,49 @@ def test_two_processes_match_one_process_gradients(tiny_dataset, tmp_path):
     assert expected.keys() == actual.keys() and expected
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-5, msg=name)
+
+
+def _hub_server_module():
+    spec = importlib.util.spec_from_file_location("mckd_hub_server", REPO / "tests" / "hub_server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_push_to_hub_uploads_the_trained_folder(tiny_dataset, tmp_path):
+    """train.py --push_to_hub drives the real huggingface_hub client against a loopback Hub stand-in."""
+    hub_server = _hub_server_module()
+    secret = "hf_trainpushsecret0123456789"
+    output_dir = tmp_path / "pushed"
+    with hub_server.HubStandIn() as server:
+        env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "home"),
+               "HF_TOKEN": secret, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        completed = subprocess.run(
+            [sys.executable, str(REPO / "train.py"),
+             *common_args(tiny_dataset, output_dir, max_steps=2, eval_strategy="no", save_steps=1,
+                          model_overrides=json.dumps(TINY_TEACHER), push_to_hub="true", hub_model_id="someone/tiny-teacher")],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        assert secret not in completed.stdout + completed.stderr
+        commits = [c for c in server.commits if c.repo_id == "someone/tiny-teacher"]
+        assert len(commits) == 1
+        files = commits[0].files
+        for name in ("config.json", "model.safetensors", "README.md", "all_results.json", "processor_config.json"):
+            assert files[name] == (output_dir / name).read_bytes(), name
+        assert not any(name.startswith("checkpoints/") for name in files)
+
+
+def test_push_without_token_fails_before_training(tiny_dataset, tmp_path, monkeypatch):
+    from modeling_mckd.hub import HubAuthError
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    train = load_script("train")
+    output_dir = tmp_path / "never"
+    with pytest.raises(HubAuthError, match="no token"):
+        train.main(common_args(tiny_dataset, output_dir, max_steps=2, push_to_hub="true", hub_model_id="someone/x",
+                               model_overrides=json.dumps(TINY_TEACHER)))
+    assert not (output_dir / "checkpoints").exists()
