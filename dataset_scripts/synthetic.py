@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import random as pyrandom
 import shutil
@@ -866,6 +865,8 @@ def shape_distance(shape: str, px: np.ndarray, py: np.ndarray, angle: np.ndarray
     """
     if shape == "circle":
         return np.sqrt(px * px + py * py) - 1.0
+    if shape not in SHAPE_HALF_PLANES:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     normals, offsets = SHAPE_HALF_PLANES[shape]
     pieces, edges = offsets.shape
     theta = np.radians(np.broadcast_to(np.asarray(angle, dtype=np.float64), px.shape[:1]))
@@ -1401,17 +1402,13 @@ def generate_synthetic(
     audio_dir.mkdir(parents=True, exist_ok=True)
     _write_manifest(output_dir, config, complete=False)
     config_dict = config.to_dict()
-    jobs = [(config_dict, clips, str(videos_dir), str(audio_dir)) for clips in tasks]
     total = sum(len(clips) for clips in tasks)
     logger.info("rendering %d synthetic clips with %d worker(s) into %s", total, workers, output_dir)
-    if workers <= 1 or len(jobs) < 8:
-        for job in jobs:
-            _render_group(job)
+    if workers <= 1 or len(tasks) < 8:
+        for clips in tasks:
+            _render_group((config_dict, clips, str(videos_dir), str(audio_dir)))
     else:
-        # spawn: safe in a parent that already imported torch (fork after threads can deadlock).
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_render_group, jobs, chunksize=max(1, len(jobs) // (workers * 16))):
-                pass
+        _render_in_subprocesses(tasks, config_dict, output_dir, workers)
     annotation_path = output_dir / ANNOTATION_NAME
     annotation_path.write_text(json.dumps(annotations, indent=1) + "\n", encoding="utf-8")
     dataset = _build_dataset(output_dir, push_to_hub)
@@ -1420,6 +1417,65 @@ def generate_synthetic(
     _write_manifest(output_dir, config, complete=True, counts=counts, seconds=round(seconds, 1))
     logger.info("synthetic benchmark written to %s in %.1f s (%s)", output_dir, seconds, counts)
     return dataset
+
+
+def _render_in_subprocesses(tasks: list[list[dict]], config_dict: dict, output_dir: Path, workers: int) -> None:
+    """Render the groups in ``workers`` fresh Python processes, groups dealt round-robin.
+
+    Plain subprocesses rather than a multiprocessing pool: a spawn pool re-imports the caller's
+    ``__main__`` (it fails, and the pool then respawns workers forever, for ``python -`` / ``-c``
+    callers and re-runs unguarded scripts), and fork is unsafe in a parent that holds threads
+    (torch). A worker that fails stops the generation with its stderr.
+    """
+    import subprocess
+    import tempfile
+
+    environment = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])  # makes `dataset_scripts` importable
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        environment[name] = "1"  # one core per worker
+    command = "import sys; from dataset_scripts.synthetic import _worker_main; _worker_main(sys.argv[1])"
+    with tempfile.TemporaryDirectory(prefix=".render-", dir=output_dir) as scratch:
+        running = []
+        try:
+            for index in range(workers):
+                shard = tasks[index::workers]
+                if not shard:
+                    continue
+                job = Path(scratch) / f"shard{index}.json"
+                payload = {
+                    "config": config_dict,
+                    "groups": shard,
+                    "videos_dir": str(output_dir / "videos"),
+                    "audio_dir": str(output_dir / "audio"),
+                }
+                job.write_text(json.dumps(payload), encoding="utf-8")
+                log = open(Path(scratch) / f"shard{index}.log", "wb")  # noqa: SIM115 (closed below)
+                process = subprocess.Popen([sys.executable, "-c", command, str(job)], env=environment, stderr=log)
+                running.append((index, process, log))
+            failures = []
+            for index, process, log in running:
+                code = process.wait()
+                log.close()
+                if code != 0:
+                    tail = (Path(scratch) / f"shard{index}.log").read_text(errors="replace")[-2000:]
+                    failures.append(f"worker {index} exited with {code}: {tail}")
+            if failures:
+                raise RuntimeError("synthetic rendering failed; " + "\n".join(failures))
+        finally:
+            for _index, process, log in running:  # interrupted: leave no orphan behind
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                log.close()
+
+
+def _worker_main(job_path: str) -> None:
+    """Entry point of a rendering subprocess: render every group listed in ``job_path``."""
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    for clips in job["groups"]:
+        _render_group((job["config"], clips, job["videos_dir"], job["audio_dir"]))
 
 
 def _build_dataset(output_dir: Path, push_to_hub: str | None):

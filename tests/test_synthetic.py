@@ -228,6 +228,30 @@ def test_cli_help_and_run(tmp_path):
     assert synthetic.main(["--output_dir", str(tmp_path / "bad"), "--pixel_noise", "2"]) == 2
 
 
+def test_rendering_workers_need_no_importable_main(tmp_path):
+    """A caller whose __main__ is not a file (python -c / stdin / notebooks) still gets 2 workers."""
+    code = (
+        "from dataset_scripts.synthetic import generate_synthetic; "
+        f"ds = generate_synthetic({str(tmp_path / 'c')!r}, num_train=8, num_val=2, num_test=2, num_frames=4, "
+        "frame_size=16, workers=2); print(sorted((k, len(v)) for k, v in ds.items()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "[('test', 2), ('train', 8), ('validation', 2)]" in result.stdout
+    assert not [p for p in (tmp_path / "c").iterdir() if p.name.startswith(".render-")]  # scratch removed
+
+
+def test_failing_worker_raises_with_its_error(tmp_path):
+    config = SyntheticConfig(num_frames=4, frame_size=16)
+    scene = sample_scene(SceneRandom(0), config)
+    scene["objects"][0]["shape"] = "blob"  # not a shape: the worker fails while drawing it
+    clip = {"video_id": "broken", "scene": scene, "render_seed": 0, "frames_reversed_from": None}
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "audio").mkdir()
+    with pytest.raises(RuntimeError, match=r"(?s)worker 0 exited with 1: .*ValueError: unknown shape 'blob'"):
+        synthetic._render_in_subprocesses([[clip]], config.to_dict(), tmp_path, workers=2)
+
+
 # ----------------------------------------------------------------------------------------------
 # content: what the captions say is what the frames show
 # ----------------------------------------------------------------------------------------------
