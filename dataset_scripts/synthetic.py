@@ -722,12 +722,13 @@ _UNORDERED = ("{a} and {b}", "{b} and {a}", "{a}; also, {b}", "{b}; also, {a}")
 _PREFIXES = ("", "", "", "a video where ", "in this clip, ", "the clip shows how ", "we see that ", "here, ")
 
 
-def make_caption(scene: dict, rng: SceneRandom, config: SyntheticConfig, partial: bool) -> str:
-    """One caption of ``scene`` from the grammar.
+def caption_plan(scene: dict, rng: SceneRandom, partial: bool) -> tuple[list[dict], list[int], list[set[str]], bool]:
+    """What a caption will say: (objects in time order, indices mentioned, parts named per object, ordered).
 
-    A complete caption names size, colour, shape and motion of every main object and the order of
-    the two events. A partial one leaves some of that out: an attribute, the motion, one of the
-    two events, or the order (events joined by "and"). Distractors are never mentioned.
+    Complete: every object with size, colour, shape and motion, in time order. Partial: drops the
+    size (p 0.5), colour (0.3), shape (0.3) or motion (0.2) of each object (keeping colour or
+    shape), and for two events mentions only one (0.3) or leaves their order out (0.4); at least
+    one thing is always left out.
     """
     objects = sorted(scene["objects"], key=lambda obj: obj["start"])
     full_parts = {"size", "colour", "shape", "motion"}
@@ -753,6 +754,17 @@ def make_caption(scene: dict, rng: SceneRandom, config: SyntheticConfig, partial
                 dropped = True
         if not dropped:
             parts_per_object[0].discard("size")
+    return objects, mentioned, parts_per_object, ordered
+
+
+def make_caption(scene: dict, rng: SceneRandom, config: SyntheticConfig, partial: bool) -> str:
+    """One caption of ``scene`` from the grammar (see :func:`caption_plan` for what it says).
+
+    A complete caption names size, colour, shape and motion of every main object and the order of
+    the two events. A partial one leaves some of that out: an attribute, the motion, one of the
+    two events, or the order (events joined by "and"). Distractors are never mentioned.
+    """
+    objects, mentioned, parts_per_object, ordered = caption_plan(scene, rng, partial)
     events = [_event_phrase(objects[i], rng, config, parts_per_object[i]) for i in mentioned]
     if len(events) == 1:
         text = events[0]

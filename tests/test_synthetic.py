@@ -28,6 +28,7 @@ from dataset_scripts.synthetic import (
     SyntheticOutputExistsError,
     audio_features,
     build_annotations,
+    caption_plan,
     generate_synthetic,
     make_caption,
     render_background,
@@ -404,6 +405,22 @@ def test_partial_captions_leave_something_out():
         evaluated += 1
         omitted += bool(missing)
     assert evaluated > 100 and omitted > 0.9 * evaluated
+
+
+def test_caption_plan_complete_and_partial():
+    config = SyntheticConfig()
+    rng = SceneRandom(2)
+    full = {"size", "colour", "shape", "motion"}
+    for _ in range(200):
+        scene = sample_scene(rng, config)
+        objects, mentioned, parts, ordered = caption_plan(scene, rng, partial=False)
+        assert [o["start"] for o in objects] == sorted(o["start"] for o in scene["objects"])
+        assert mentioned == list(range(len(objects))) and all(p == full for p in parts) and ordered
+        objects, mentioned, parts, ordered = caption_plan(scene, rng, partial=True)
+        said = [parts[i] for i in mentioned]
+        assert all(p & {"colour", "shape"} for p in said)  # every mentioned object can be named
+        left_out = len(mentioned) < len(objects) or any(p != full for p in said) or not ordered
+        assert left_out
 
 
 # ----------------------------------------------------------------------------------------------
