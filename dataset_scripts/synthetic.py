@@ -1355,7 +1355,7 @@ def _prepare_output_dir(output_dir: Path, config: SyntheticConfig, overwrite: bo
                 "choose another --output_dir, or pass --overwrite to replace its videos/, audio/, dataset/ "
                 "and annotations"
             )
-        if manifest.get("complete") is True:
+        if manifest.get("complete") is True and manifest.get("config_hash") != config.config_hash():
             old = manifest.get("config") or {}
             changed = sorted(key for key, value in config.to_dict().items() if old.get(key) != value)
             raise SyntheticOutputExistsError(
@@ -1363,7 +1363,7 @@ def _prepare_output_dir(output_dir: Path, config: SyntheticConfig, overwrite: bo
                 f"this config {config.config_hash()}; differing fields: {', '.join(changed) or 'generator version'}); "
                 "pass --overwrite (overwrite=True) to regenerate it, or choose another --output_dir"
             )
-        # An interrupted generation of ours (complete: false): safe to redo.
+        # Ours, of this config, but interrupted (complete: false) or damaged: safe to redo.
     for name in _OWN_ENTRIES:
         path = output_dir / name
         if path.is_dir():

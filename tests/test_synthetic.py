@@ -7,6 +7,7 @@ mp4 files decoded with PyAV and on the DatasetDict written through the MSR-VTT c
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,13 +158,18 @@ def test_reuse_overwrite_and_refusal(tiny, tmp_path):
     assert len(reused["train"]) == 12
     with pytest.raises(SyntheticOutputExistsError, match="differing fields: seed"):
         generate_synthetic(folder, SyntheticConfig(seed=9, **TINY))
+    # Same config but damaged (its DatasetDict deleted): regenerated without --overwrite.
+    small = {**TINY, "num_train": 2, "num_val": 1, "num_test": 1}
+    damaged = tmp_path / "damaged"
+    generate_synthetic(damaged, SyntheticConfig(**small))
+    shutil.rmtree(damaged / "dataset")
+    assert len(generate_synthetic(damaged, SyntheticConfig(**small))["train"]) == 2
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(SyntheticOutputExistsError, match="not a synthetic benchmark folder"):
         generate_synthetic(foreign, SyntheticConfig(**{**TINY, "num_train": 2, "num_val": 1, "num_test": 1}))
     # --overwrite replaces only what the generator writes.
-    small = {**TINY, "num_train": 2, "num_val": 1, "num_test": 1}
     result = generate_synthetic(foreign, SyntheticConfig(**small), overwrite=True)
     assert (foreign / "notes.txt").read_text() == "mine"
     assert {split: len(result[split]) for split in result} == {"train": 2, "validation": 1, "test": 1}
