@@ -67,6 +67,8 @@ DEFAULT_QB_NORM_BETA = 20.0
 # On CPU, numpy's compare-and-count is several times faster than torch's bool reductions; tests
 # switch this off to exercise the torch kernel that GPUs use.
 _CPU_COUNT_WITH_NUMPY = True
+# Relevant sets longer than this are counted by binary search on CPU instead of one pass per item.
+_WIDE_SET = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,6 +322,8 @@ def _count_per_threshold(scores: torch.Tensor, thresholds: torch.Tensor, valid: 
     rows, width = thresholds.shape
     use_numpy = scores.device.type == "cpu" and _CPU_COUNT_WITH_NUMPY
     lowest = torch.where(valid, thresholds, torch.full_like(thresholds, float("inf"))).min(dim=1).values
+    if use_numpy and width > _WIDE_SET:
+        return _count_per_threshold_by_search(scores.numpy(), thresholds.numpy(), lowest.numpy(), need_ge, need_gt)
     if use_numpy:
         s, t = scores.numpy(), thresholds.numpy()
         candidates = s >= lowest.numpy()[:, None]
@@ -354,6 +358,29 @@ def _count_per_threshold(scores: torch.Tensor, thresholds: torch.Tensor, valid: 
                 out.append(torch.bincount(row_of[values > threshold if strict else values >= threshold], minlength=rows))
             return torch.stack(out, 1)
     return (count(False) if need_ge else None), (count(True) if need_gt else None)
+
+
+def _count_per_threshold_by_search(s: np.ndarray, t: np.ndarray, lowest: np.ndarray, need_ge: bool,
+                                   need_gt: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_count_per_threshold` for large relevant sets (CPU): per row, binary-search each
+    candidate among the row's sorted thresholds (a few hundred numbers at most, not the row) and turn
+    the histogram of positions into counts, O(G log n) instead of O(G n)."""
+    rows, width = t.shape
+    ge = np.zeros((rows, width), dtype=np.int64) if need_ge else None
+    gt = np.zeros((rows, width), dtype=np.int64) if need_gt else None
+    for r in range(rows):
+        row = s[r]
+        values = row[row >= lowest[r]]
+        order = np.argsort(t[r], kind="stable")
+        sorted_thresholds = t[r][order]
+        for out, side in ((ge, "right"), (gt, "left")):
+            if out is None:
+                continue
+            # position p = number of thresholds <= value (right) or < value (left); the value is
+            # >= (resp. >) the i-th smallest threshold exactly when p > i.
+            histogram = np.bincount(np.searchsorted(sorted_thresholds, values, side=side), minlength=width + 1)
+            out[r, order] = np.cumsum(histogram[::-1])[::-1][1:]
+    return (None if ge is None else torch.from_numpy(ge)), (None if gt is None else torch.from_numpy(gt))
 
 
 def _combine(ahead_ge: torch.Tensor | None, ahead_gt: torch.Tensor | None, tie_policy: str) -> torch.Tensor:
@@ -403,13 +430,17 @@ def _rank_chunk(scores: torch.Tensor, sets: RelevantSets, start: int, tie_policy
 
     # Non-relevant items ahead of each relevant item: all items ahead minus the relevant ones ahead.
     all_ge, all_gt = _count_per_threshold(scores, relevant_scores, valid, need_ge, need_gt)
-    pair_valid = valid[:, None, :]
+    # Relevant items at or above each relevant score, by binary search in the row's sorted
+    # relevant scores (padding slots sorted first as -inf, so they never count).
+    sorted_relevant = torch.where(valid, relevant_scores, torch.full_like(relevant_scores, float("-inf")))
+    sorted_relevant = sorted_relevant.sort(dim=1).values.contiguous()
+    query_scores = relevant_scores.contiguous()
     ahead_ge = ahead_gt = None
     if need_ge:
-        rel_ge = ((relevant_scores[:, None, :] >= relevant_scores[:, :, None]) & pair_valid).sum(dim=2)
+        rel_ge = width - torch.searchsorted(sorted_relevant, query_scores, right=False)
         ahead_ge = all_ge - rel_ge
     if need_gt:
-        rel_gt = ((relevant_scores[:, None, :] > relevant_scores[:, :, None]) & pair_valid).sum(dim=2)
+        rel_gt = width - torch.searchsorted(sorted_relevant, query_scores, right=True)
         ahead_gt = all_gt - rel_gt
     ahead = _combine(ahead_ge, ahead_gt, tie_policy).double()
     # Fewer items ahead <=> higher score, so ascending counts give the relevant items in ranking

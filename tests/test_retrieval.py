@@ -186,6 +186,19 @@ def test_multi_relevant_good_model_matches_reference(policy, counting_kernel):
         np.testing.assert_allclose(ap, expected_ap, rtol=1e-12)
 
 
+@pytest.mark.parametrize("policy", POLICIES)
+def test_large_relevant_sets_match_reference(policy, counting_kernel):
+    """Sets longer than the binary-search cut-off (64), with ties and a few small sets in the same chunk."""
+    rng = np.random.default_rng(13)
+    similarity = rng.integers(0, 6, size=(9, 150)).astype(np.float32)
+    relevant = [list(rng.choice(150, size=size, replace=False)) for size in (1, 70, 90, 3, 149, 66, 2, 80, 100)]
+    expected, expected_ap = reference_rank_and_ap(similarity, relevant, policy)
+    for chunk_size in (4, 1024):
+        ranks, ap = compute_ranks(similarity, relevant, policy, chunk_size, return_average_precision=True)
+        np.testing.assert_array_equal(ranks, expected)
+        np.testing.assert_allclose(ap, expected_ap, rtol=1e-12)
+
+
 def test_relevant_input_forms_agree():
     rng = np.random.default_rng(3)
     similarity = rng.standard_normal((6, 9))
