@@ -73,6 +73,9 @@ class MCKDConfig(PreTrainedConfig):
             `"pooler"` (its pooled output, CLS when it has none), `"cls"` or `"mean"`.
         vision_hidden_size (`int`, defaults to 64): width of the built-in conv encoder.
         vision_num_layers (`int`, defaults to 3): stride-2 conv layers of the built-in encoder.
+        vision_spatial_grid (`int`, defaults to 2): the built-in encoder pools its last feature map
+            to a `grid x grid` layout before projecting, so where things are (and so which way they
+            move) survives; 1 is a plain global average pool.
         num_channels (`int`, defaults to 3): image channels.
         video_feature_dim (`int`, *optional*): frame feature size in features mode.
         num_frames (`int`, defaults to 8): frames per video (size of the temporal position table).
@@ -125,6 +128,7 @@ class MCKDConfig(PreTrainedConfig):
     vision_pooling: str = "pooler"
     vision_hidden_size: int = 64
     vision_num_layers: int = 3
+    vision_spatial_grid: int = 2
     num_channels: int = 3
     video_feature_dim: int | None = None
     num_frames: int = 8
@@ -251,6 +255,7 @@ class MCKDConfig(PreTrainedConfig):
             else:
                 _check_positive_int("vision_hidden_size", self.vision_hidden_size)
                 _check_positive_int("vision_num_layers", self.vision_num_layers)
+                _check_positive_int("vision_spatial_grid", self.vision_spatial_grid)
         elif self.video_feature_dim is None:
             raise ValueError("`video_feature_dim` is required for video_input='features' (the size of one frame feature).")
         else:

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 # the cache would compete with the model for memory, so "auto" decodes on the fly instead.
 AUTO_CACHE_LIMIT_BYTES = 2 * 1024**3
 
+# Decoded clips shared by every store of the process, keyed by file: a script that trains several
+# models on one benchmark (benchmarks/reproduce.py) decodes each clip once, not once per model.
+_DECODED_CLIPS: dict[str, np.ndarray] = {}
+
 
 class ClipStore:
     """Reads each video's raw inputs (decoded frames or pre-extracted features, plus audio).
@@ -44,7 +48,6 @@ class ClipStore:
         self.input_mode = input_mode
         self.cache = cache
         self._feature_loader = feature_loader
-        self._frames: dict[int, np.ndarray] = {}
         self._audio: dict[int, np.ndarray] = {}
         if input_mode == "pixels" and any(path is None for path in self.video_paths):
             missing = sum(path is None for path in self.video_paths)
@@ -64,8 +67,9 @@ class ClipStore:
 
     def clip(self, index: int) -> np.ndarray:
         """All frames (T, H, W, 3) uint8, or all feature rows (T, D) float32, of video ``index``."""
-        if index in self._frames:
-            return self._frames[index]
+        key = self.video_paths[index] if self.input_mode == "pixels" else self.feature_refs[index]
+        if key in _DECODED_CLIPS:
+            return _DECODED_CLIPS[key]
         if self.input_mode == "pixels":
             clip = read_frames(self.video_paths[index])
         else:
@@ -75,7 +79,7 @@ class ClipStore:
                 self._feature_loader = load_feature_ref
             clip = np.asarray(self._feature_loader(self.feature_refs[index]), dtype=np.float32)
         if self.cache:
-            self._frames[index] = clip
+            _DECODED_CLIPS[key] = clip
         return clip
 
     def audio(self, index: int) -> np.ndarray | None:

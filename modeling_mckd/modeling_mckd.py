@@ -152,9 +152,11 @@ def _build_hf_backbone(backbone_config, drop_pooler: bool) -> PreTrainedModel:
 # building blocks
 # ---------------------------------------------------------------------------------------------
 class MCKDConvFrameEncoder(nn.Module):
-    """A small per-frame encoder: stride-2 3x3 convolutions + GELU, global average pool, LayerNorm."""
+    """A small per-frame encoder: stride-2 3x3 convolutions + GELU, pooled to a coarse
+    `spatial_grid x spatial_grid` layout (a global average pool would forget where objects are),
+    flattened and projected back to `width`, then LayerNorm."""
 
-    def __init__(self, num_channels: int, width: int, num_layers: int):
+    def __init__(self, num_channels: int, width: int, num_layers: int, spatial_grid: int = 1):
         super().__init__()
         layers = []
         in_channels = num_channels
@@ -162,11 +164,17 @@ class MCKDConvFrameEncoder(nn.Module):
             layers += [nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1), nn.GELU()]
             in_channels = width
         self.convs = nn.Sequential(*layers)
+        self.spatial_grid = spatial_grid
+        self.pool = nn.AdaptiveAvgPool2d(spatial_grid)
+        self.grid_projection = nn.Linear(width * spatial_grid**2, width) if spatial_grid > 1 else None
         self.norm = nn.LayerNorm(width)
         self.output_dim = width
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.convs(frames).mean(dim=(2, 3)))
+        pooled = self.pool(self.convs(frames)).flatten(1)
+        if self.grid_projection is not None:
+            pooled = self.grid_projection(pooled)
+        return self.norm(pooled)
 
 
 class MCKDTemporalAggregator(nn.Module):
@@ -237,7 +245,7 @@ class MCKDVideoTower(nn.Module):
             frame_dim = config.vision_config.hidden_size
         else:
             self.frame_encoder = MCKDConvFrameEncoder(
-                config.num_channels, config.vision_hidden_size, config.vision_num_layers
+                config.num_channels, config.vision_hidden_size, config.vision_num_layers, config.vision_spatial_grid
             )
             frame_dim = config.vision_hidden_size
         hidden = config.resolved_temporal_hidden_size
