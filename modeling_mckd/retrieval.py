@@ -32,7 +32,7 @@ queries x gallery matrix never exists, for either direction.
 
 Inference-time re-normalisations (off by default, always reported under their own prefix, never
 as the model's plain score): :func:`dual_softmax` (DSL) and :func:`qb_norm` (QB-Norm's dynamic
-inverted softmax). DSL uses the whole test gallery of queries (transductive); QB-Norm uses a bank
+inverted softmax). DSL uses the whole set of test queries at once (transductive); QB-Norm uses a bank
 of *training* queries.
 """
 
