@@ -74,6 +74,12 @@ class ModelArguments:
     image_size: int = field(
         default=64, metadata={"help": "Frame crop size for pixel models without a fixed backbone size."}
     )
+    freeze_text_backbone: bool = field(
+        default=False, metadata={"help": "Keep an HF text backbone's weights fixed (its projection still trains)."}
+    )
+    freeze_vision_backbone: bool = field(
+        default=False, metadata={"help": "Keep an HF vision backbone's weights fixed (aggregator and projection train)."}
+    )
     load_pretrained_backbones: bool = field(
         default=False,
         metadata={"help": "Load the named HF backbones' pretrained weights when building a new model."},

@@ -102,6 +102,10 @@ class MCKDConfig(PreTrainedConfig):
             `feature_dim` (required), `hidden_size` (defaults to `projection_dim`), `aggregator`
             (defaults to `"mean"`), `num_layers` (1), `num_heads` (4), `max_length` (64,
             positions of a transformer aggregator). `"audio"` is the usual one.
+        fuse_modalities (`list[str]`, defaults to `[]`): extra modalities whose embeddings are
+            added to the visual one to form the video embedding used for retrieval (a multimodal
+            teacher that hears the clip as well as sees it). Each must be in `extra_modalities`;
+            the model then needs those inputs wherever it embeds videos.
         projection_dim (`int`, defaults to 64): joint embedding size.
         normalize_embeddings (`bool`, defaults to `True`): L2-normalise every embedding.
         logit_scale_init_value (`float`, defaults to `log(1/0.07)`): initial log logit scale.
@@ -150,6 +154,7 @@ class MCKDConfig(PreTrainedConfig):
     pad_token_id: int = 0
     # extra modalities (audio, motion, ...)
     extra_modalities: dict = field(default_factory=dict)
+    fuse_modalities: list = field(default_factory=list)
     # joint space
     projection_dim: int = 64
     normalize_embeddings: bool = True
@@ -227,6 +232,14 @@ class MCKDConfig(PreTrainedConfig):
 
     def check_fields(self) -> None:
         """Raise `ValueError` naming the field if the configuration cannot describe a model."""
+        if not isinstance(self.fuse_modalities, (list, tuple)):
+            raise ValueError(f"`fuse_modalities` must be a list of extra modality names, got {self.fuse_modalities!r}.")
+        for name in self.fuse_modalities:
+            if name not in (self.extra_modalities or {}):
+                raise ValueError(
+                    f"`fuse_modalities` names {name!r}, which is not in `extra_modalities` "
+                    f"({sorted(self.extra_modalities or {}) or 'none'}): a fused modality needs its tower."
+                )
         _check_choice("role", self.role, VALID_ROLES)
         _check_choice("video_input", self.video_input, VALID_VIDEO_INPUTS)
         _check_choice("temporal_aggregator", self.temporal_aggregator, VALID_AGGREGATORS)

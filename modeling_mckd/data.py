@@ -198,9 +198,10 @@ class RetrievalVideoSet(TorchDataset):
     """Evaluation items: every video once, uniformly sampled. A clip that cannot be decoded is
     replaced by a blank one and counted, so the gallery keeps its indices."""
 
-    def __init__(self, store: ClipStore, processor, indices: Sequence[int] | None = None):
+    def __init__(self, store: ClipStore, processor, indices: Sequence[int] | None = None, with_audio: bool = False):
         self.store = store
         self.processor = processor
+        self.with_audio = with_audio
         self.indices = list(range(len(store))) if indices is None else list(indices)
 
     def __len__(self) -> int:
@@ -214,8 +215,9 @@ class RetrievalVideoSet(TorchDataset):
         except VideoDecodeError as error:
             logger.warning("evaluation clip replaced by a blank one: %s", error)
             clip, failed = None, True
-        # Retrieval scores text against video only: the audio track is not read here.
-        inputs = process_clip(self.processor, clip, None, training=False, rng=None)
+        # The audio is read only for a model that fuses it into its video embedding.
+        audio = self.store.audio(index) if self.with_audio else None
+        inputs = process_clip(self.processor, clip, audio, training=False, rng=None)
         return {"video_index": index, "failed": failed, "inputs": {"model": inputs}}
 
 

@@ -506,9 +506,42 @@ class MCKDModel(MCKDPreTrainedModel):
         pixel_values_videos: torch.Tensor | None = None,
         video_features: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        modality_features: dict[str, torch.Tensor] | None = None,
+        modality_masks: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Embed videos: frames (B, T, C, H, W) or frame features (B, T, D); `video_mask` (B, T), 1 = real frame."""
-        return self._finish(self.video_tower(pixel_values_videos, video_features, video_mask))
+        """Embed videos: frames (B, T, C, H, W) or frame features (B, T, D); `video_mask` (B, T), 1 = real frame.
+
+        With `config.fuse_modalities` (e.g. `["audio"]`) the video embedding is the normalised sum of
+        the visual embedding and each fused modality's embedding, so those inputs are required.
+        """
+        visual = self._finish(self.video_tower(pixel_values_videos, video_features, video_mask))
+        if not self.config.fuse_modalities:
+            return visual
+        inputs, masks = self._modality_inputs(audio_features, audio_mask, modality_features, modality_masks)
+        return self._fuse(visual, {name: self.get_modality_features(name, inputs[name], masks.get(name))
+                                   for name in self._fused_names(inputs)})
+
+    def _modality_inputs(self, audio_features, audio_mask, modality_features, modality_masks):
+        inputs, masks = dict(modality_features or {}), dict(modality_masks or {})
+        if audio_features is not None:
+            inputs["audio"], masks["audio"] = audio_features, audio_mask
+        return inputs, masks
+
+    def _fused_names(self, inputs: dict) -> list[str]:
+        missing = [name for name in self.config.fuse_modalities if name not in inputs]
+        if missing:
+            raise ValueError(
+                f"This model fuses {missing} into its video embedding (config.fuse_modalities): pass "
+                + ", ".join("audio_features" if n == "audio" else f"modality_features[{n!r}]" for n in missing)
+            )
+        return list(self.config.fuse_modalities)
+
+    def _fuse(self, visual: torch.Tensor, fused: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Each part is unit-norm, so every modality weighs the same; renormalise the sum.
+        total = visual + sum(fused.values())
+        return nn.functional.normalize(total, dim=-1) if self.config.normalize_embeddings else total
 
     def _modality_tower(self, name: str) -> MCKDModalityTower:
         if name not in self.modality_towers:
@@ -562,15 +595,12 @@ class MCKDModel(MCKDPreTrainedModel):
         text_embeds = video_embeds = None
         if input_ids is not None:
             text_embeds = self.get_text_features(input_ids, attention_mask)
-        if pixel_values_videos is not None or video_features is not None:
-            video_embeds = self.get_video_features(pixel_values_videos, video_features, video_mask)
-
-        inputs = dict(modality_features or {})
-        masks = dict(modality_masks or {})
-        if audio_features is not None:
-            inputs["audio"] = audio_features
-            masks["audio"] = audio_mask
+        inputs, masks = self._modality_inputs(audio_features, audio_mask, modality_features, modality_masks)
         modality_embeds = {name: self.get_modality_features(name, feats, masks.get(name)) for name, feats in inputs.items()}
+        if pixel_values_videos is not None or video_features is not None:
+            video_embeds = self._finish(self.video_tower(pixel_values_videos, video_features, video_mask))
+            if self.config.fuse_modalities:
+                video_embeds = self._fuse(video_embeds, {n: modality_embeds[n] for n in self._fused_names(inputs)})
 
         logit_scale = self.get_logit_scale()
         logits_per_text = logits_per_video = loss = None

