@@ -21,7 +21,14 @@ from .configuration_mckd import MCKDConfig
 from .modeling_mckd import MCKDModel
 from .processing_mckd import MCKDProcessor, MCKDVideoProcessor
 from .tokenization import build_word_tokenizer, minilm_path
-from .training import RetrievalTrainer, StudentObjective, TeacherObjective, encode_texts, encode_videos
+from .training import (
+    RetrievalTrainer,
+    StudentObjective,
+    TeacherObjective,
+    encode_texts,
+    encode_videos,
+    fuses_audio,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -280,9 +287,11 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
                 teacher, teacher_processor, store, run_args.per_device_eval_batch_size, device
             )
         else:
+            # The collator and the train set share one processors dict: register the teacher once.
             objective.teacher = teacher
-            trainer.collator.processors["teacher"] = teacher_processor
             trainer.train_set.processors["teacher"] = teacher_processor
+            if fuses_audio(teacher):
+                trainer.train_set.audio_users.add("teacher")
     summary = trainer.train()
     return finish_run(trainer, summary, role="student", args=(model_args, data_args, run_args, distill_args),
                       teacher=distill_args.teacher)

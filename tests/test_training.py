@@ -101,6 +101,16 @@ def test_student_distills_from_the_teacher(trained_teacher, tiny_dataset, tmp_pa
     assert str(trained_teacher) in (output_dir / "README.md").read_text()
 
 
+def test_student_with_random_teacher_frames_runs_the_teacher_each_step(trained_teacher, tiny_dataset, tmp_path):
+    """teacher_frame_sampling=random: no cache, the frozen teacher sees the student's frames."""
+    distill = load_script("distill")
+    output_dir = tmp_path / "random"
+    distill.main(common_args(tiny_dataset, output_dir, teacher=trained_teacher, max_steps=3, eval_strategy="no",
+                             teacher_frame_sampling="random", model_overrides=json.dumps(TINY_STUDENT)))
+    history = json.loads((output_dir / "training_history.json").read_text())
+    assert len(history) == 3 and all(row["loss/distillation"] > 0 for row in history)
+
+
 def test_ranking_only_baseline_needs_no_teacher(tiny_dataset, tmp_path):
     distill = load_script("distill")
     output_dir = tmp_path / "baseline"
@@ -173,6 +183,20 @@ def test_undecodable_clips_are_skipped_counted_and_bounded(tiny_dataset, tmp_pat
     with pytest.raises(RuntimeError, match="could not be decoded"):
         train.main(common_args(broken, tmp_path / "fail", max_steps=4, eval_strategy="no",
                                max_decode_failure_fraction=0.0, model_overrides=json.dumps(TINY_TEACHER)))
+
+
+def test_gradient_accumulation_counts_optimizer_steps_and_tensorboard_logs(tiny_dataset, tmp_path):
+    train = load_script("train")
+    output_dir = tmp_path / "accumulate"
+    results = train.main(common_args(tiny_dataset, output_dir, max_steps=2, gradient_accumulation_steps=2,
+                                     per_device_train_batch_size=4, eval_strategy="no", logging_steps=1,
+                                     report_to="tensorboard", model_overrides=json.dumps(TINY_TEACHER)))
+    # 2 optimiser steps of 2 micro-batches of 4 videos each.
+    assert results["global_step"] == 2
+    assert len(losses(output_dir)) == 2
+    state = json.loads((output_dir / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["batches_done_in_epoch"] == 4
+    assert list((output_dir / "runs").rglob("events.out.tfevents.*")), "no tensorboard event file"
 
 
 def test_config_file_with_cli_override(tiny_dataset, tmp_path):
