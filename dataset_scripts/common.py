@@ -456,6 +456,13 @@ class CommonArguments:
     push_to_hub: str | None = None
     private: bool = False
 
+    def builder_kwargs(self) -> dict:
+        """The keyword arguments every ``build_*`` function takes besides its annotations."""
+        return {
+            "videos_dir": self.videos_dir, "audio_dir": self.audio_dir, "features_dir": self.features_dir,
+            "missing": self.missing, "push_to_hub": self.push_to_hub, "private": self.private,
+        }
+
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add --output_dir (required), --videos_dir, --audio_dir, --features_dir, --missing,

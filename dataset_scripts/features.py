@@ -359,12 +359,7 @@ def main(argv: Sequence[str] | None = None) -> DatasetDict:
         train_collection=args.train_collection,
         val_collection=args.val_collection,
         test_collection=args.test_collection,
-        features_dir=common.features_dir,
-        videos_dir=common.videos_dir,
-        audio_dir=common.audio_dir,
-        missing=common.missing,
-        push_to_hub=common.push_to_hub,
-        private=common.private,
+        **common.builder_kwargs(),
     )
     print(result)
     return result

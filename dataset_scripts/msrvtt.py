@@ -391,15 +391,10 @@ def main(argv: Sequence[str] | None = None) -> DatasetDict:
         args.annotations or None,
         args.protocol,
         common.output_dir,
-        videos_dir=common.videos_dir,
-        audio_dir=common.audio_dir,
-        features_dir=common.features_dir,
         train_csv=args.train_csv,
         test_csv=args.test_csv,
         miech_lists=args.miech_lists or None,
-        missing=common.missing,
-        push_to_hub=common.push_to_hub,
-        private=common.private,
+        **common.builder_kwargs(),
     )
     print(result)
     return result

@@ -365,12 +365,7 @@ def main(argv: Sequence[str] | None = None) -> DatasetDict:
         args.splits_dir,
         common.output_dir,
         youtube_mapping=args.youtube_mapping,
-        videos_dir=common.videos_dir,
-        audio_dir=common.audio_dir,
-        features_dir=common.features_dir,
-        missing=common.missing,
-        push_to_hub=common.push_to_hub,
-        private=common.private,
+        **common.builder_kwargs(),
     )
     print(result)
     return result

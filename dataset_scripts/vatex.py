@@ -225,12 +225,7 @@ def main(argv: Sequence[str] | None = None) -> DatasetDict:
         val_list=args.val_list,
         test_list=args.test_list,
         language=args.language,
-        videos_dir=common.videos_dir,
-        audio_dir=common.audio_dir,
-        features_dir=common.features_dir,
-        missing=common.missing,
-        push_to_hub=common.push_to_hub,
-        private=common.private,
+        **common.builder_kwargs(),
     )
     print(result)
     return result
