@@ -319,3 +319,26 @@ def test_cli_help(script):
                                check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert completed.returncode == 0, completed.stderr
     assert "--output_dir" in completed.stdout and "--push-to-hub" in completed.stdout
+
+
+def test_command_lines_build_the_same_datasets_as_the_functions(tmp_path, vatex_files, tgif_files):
+    """Each CLI's main() passes its options through to its build_* function."""
+    from dataset_scripts import features as features_cli
+    from dataset_scripts import tgif as tgif_cli
+    from dataset_scripts import vatex as vatex_cli
+
+    training, validation = vatex_files
+    vatex = vatex_cli.main(["--training_json", str(training), "--validation_json", str(validation),
+                            "--output_dir", str(tmp_path / "vatex")])
+    assert {split: len(rows) for split, rows in vatex.items()} == {
+        split: len(rows) for split, rows in build_vatex(training, validation).items()
+    }
+    tsv, splits = tgif_files
+    tgif = tgif_cli.main(["--tsv", str(tsv), "--splits_dir", str(splits), "--output_dir", str(tmp_path / "tgif"),
+                          "--missing", "report"])
+    assert tgif["test"]["captions"] == [["a girl smiles", "a woman smiles"]]
+    _dual_encoding_root(tmp_path / "root")
+    built = features_cli.main(["--collection_root", str(tmp_path / "root"), "--feature", "rn",
+                               "--train_collection", "coll_train", "--output_dir", str(tmp_path / "features")])
+    assert built["train"]["video_id"] == ["video0", "video1"]
+    assert datasets.load_from_disk(str(tmp_path / "features"))["train"]["video_id"] == ["video0", "video1"]
