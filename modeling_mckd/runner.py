@@ -39,9 +39,9 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
-def load_run_dataset(data_args: DataArguments, main_process: bool = True):
+def load_run_dataset(data_args: DataArguments):
     """The DatasetDict to train on: ``--dataset`` (disk folder or Hub id) or the synthetic default."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets import load_dataset, load_from_disk
 
     if data_args.dataset:
         path = Path(data_args.dataset)
@@ -64,10 +64,11 @@ def load_run_dataset(data_args: DataArguments, main_process: bool = True):
         }.items()
         if value is not None
     }
-    dataset = generate_synthetic(data_args.synthetic_dir, **overrides)
-    if not isinstance(dataset, DatasetDict):
-        dataset = load_from_disk(str(Path(data_args.synthetic_dir) / "dataset"))
-    return dataset
+    from accelerate import PartialState
+
+    # One process generates (or finds) the benchmark; the others wait, then reuse it.
+    with PartialState().main_process_first():
+        return generate_synthetic(data_args.synthetic_dir, **overrides)
 
 
 def audio_feature_dim(videos) -> int | None:
