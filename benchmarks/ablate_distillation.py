@@ -33,12 +33,12 @@ from modeling_mckd.runner import run_student  # noqa: E402
 VARIANTS = {
     "no teacher (kd_weight 0)": ["--kd_weight", "0"],
     "kl, tau 0.05, weight 1 (default)": [],
-    "kl, weight 3": ["--kd_weight", "3"],
+    "kl, weight 5": ["--kd_weight", "5"],
     "kl, tau 0.1": ["--kd_temperature", "0.1"],
     "pearson": ["--kd_mode", "pearson"],
     "relation": ["--kd_mode", "relation"],
-    "kl+relation": ["--kd_mode", "kl+relation"],
-    "kl, disc_weight 0.3": ["--disc_weight", "0.3"],
+    "kl+relation, weight 2": ["--kd_mode", "kl+relation", "--kd_weight", "2"],
+    "ranking + kl weight 10, no discrimination": ["--kd_weight", "10", "--disc_weight", "0"],
 }
 COLUMNS = ["t2v_R@1", "t2v_R@5", "t2v_R@10", "v2t_R@1", "v2t_R@5", "rsum"]
 
