@@ -92,8 +92,13 @@ def run_seed(seed: int, args) -> dict[str, dict]:
         (ModelArguments, DataArguments, RunArguments),
         ["--config", str(REPO / "configs/synthetic_teacher.yaml"), "--output_dir", str(teacher_dir), *common],
     )
-    print(f"[seed {seed}] teacher -> {teacher_dir}", flush=True)
-    rows["teacher"] = run_teacher(model_args, data_args, run_args)
+    if args.reuse_teachers and (teacher_dir / "all_results.json").is_file():
+        # Students-only rerun: the teacher of this seed was trained by an earlier run.
+        print(f"[seed {seed}] reusing the teacher in {teacher_dir}", flush=True)
+        rows["teacher"] = json.loads((teacher_dir / "all_results.json").read_text())
+    else:
+        print(f"[seed {seed}] teacher -> {teacher_dir}", flush=True)
+        rows["teacher"] = run_teacher(model_args, data_args, run_args)
     dataset_dir = Path(args.synthetic_dir) / "dataset"
     for name, (kd, disc) in STUDENTS.items():
         output_dir = root / slug(name)
@@ -163,6 +168,8 @@ def main(argv=None) -> None:
     parser.add_argument("--synthetic_dir", default="data/synthetic")
     parser.add_argument("--quick", action="store_true", help="a small, few-epoch run to check the pipeline")
     parser.add_argument("--disable_tqdm", action="store_true")
+    parser.add_argument("--reuse_teachers", action="store_true",
+                        help="keep each seed's teacher from an earlier run (in --output_dir) and retrain the students")
     parser.add_argument("--results_doc", default=str(REPO / "docs" / "results.md"))
     args = parser.parse_args(argv)
     if args.quick and args.synthetic_dir == parser.get_default("synthetic_dir"):
