@@ -187,16 +187,18 @@ def main(argv=None) -> None:
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_dir) / "results.json").write_text(json.dumps(per_seed, indent=2, default=float))
     if sorted(args.seeds) == OFFICIAL_SEEDS and not args.quick:
-        write_results_doc(Path(args.results_doc), table, goals, minutes)
+        write_results_doc(Path(args.results_doc), table, goals, minutes, reused=args.reuse_teachers)
         print(f"wrote {args.results_doc}")
 
 
-def write_results_doc(path: Path, table: str, goals: list[str], minutes: float) -> None:
+def write_results_doc(path: Path, table: str, goals: list[str], minutes: float, reused: bool = False) -> None:
     path.write_text(
         "# Results on the synthetic default\n\n"
         "Regenerate with `python benchmarks/reproduce.py --seeds 0 1 2` (mean ± std over the three "
         "seeds, test split; model settings in `configs/synthetic_*.yaml`). "
-        f"This run took {minutes:.0f} minutes on the machine that produced it.\n\n"
+        f"This run took {minutes:.0f} minutes on the machine that produced it"
+        + (" (students only: the teachers came from an earlier run, `--reuse_teachers`)" if reused else "")
+        + ".\n\n"
         + table + "\n\n## Goals\n\n" + "\n".join(goals) + "\n"
     )
 
