@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 from accelerate.utils import set_seed
 
