@@ -323,7 +323,7 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
     data_args = trainer.data_args
     accelerator = trainer.accelerator
     output_dir = Path(run_args.output_dir)
-    results = {"role": role, **{k: v for k, v in summary.items() if k != "history"}}
+    results = {"role": role, **{k: v for k, v in summary.items() if k not in ("history", "eval_history")}}
     model = accelerator.unwrap_model(trainer.model)
     results["num_parameters"] = count_parameters(model)
     split_results = {}
@@ -338,6 +338,8 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
         trainer.processor.save_pretrained(output_dir)
         (output_dir / "all_results.json").write_text(json.dumps(results, indent=2, default=float))
         (output_dir / "training_history.json").write_text(json.dumps(summary["history"]))
+        # one row per epoch's validation: the learning curve, and where the best model came from
+        (output_dir / "eval_history.json").write_text(json.dumps(summary["eval_history"], default=float))
         training_config = _flat_config(*args)
         from .hub import write_model_card
 

@@ -382,7 +382,7 @@ class RetrievalTrainer:
         progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_main_process or args.disable_tqdm,
                         desc="training")
         self.model.train()
-        history = []
+        history, eval_history = [], []
         start_time = time.time()
         while state.global_step < total_steps and state.epoch < num_epochs:
             self.sampler.use_epoch(state.epoch)
@@ -437,6 +437,7 @@ class RetrievalTrainer:
                 metrics = self.evaluate(self.data_args.eval_split)
                 accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
                 logger.info("epoch %d %s: %s", state.epoch, self.data_args.eval_split, _summary(metrics))
+                eval_history.append({"step": state.global_step, "epoch": state.epoch, **metrics})
                 if metrics["rsum"] > state.best_rsum:
                     state.best_rsum, state.best_step = metrics["rsum"], state.global_step
                     self.save_best(state, metrics)
@@ -453,7 +454,8 @@ class RetrievalTrainer:
             weights = load_file(str(best / "model.safetensors"))
             self.accelerator.unwrap_model(self.model).load_state_dict(weights, strict=False)
         return {"global_step": state.global_step, "train_runtime_s": elapsed, "best_rsum": state.best_rsum,
-                "best_step": state.best_step, "decode_failures": state.decode_failures, "history": history}
+                "best_step": state.best_step, "decode_failures": state.decode_failures, "history": history,
+                "eval_history": eval_history}
 
     def check_decode_failures(self, failed: int, seen: int, state: TrainState) -> None:
         if not seen:

@@ -99,6 +99,12 @@ def test_student_distills_from_the_teacher(trained_teacher, tiny_dataset, tmp_pa
     assert sum(totals[-4:]) / 4 < sum(totals[:4]) / 4, totals
     assert results["role"] == "student"
     assert str(trained_teacher) in (output_dir / "README.md").read_text()
+    # the learning curve: one validation row per epoch, the best one is what was shipped
+    curve = json.loads((output_dir / "eval_history.json").read_text())
+    assert curve and [row["epoch"] for row in curve] == list(range(1, len(curve) + 1))
+    best = max(curve, key=lambda row: row["rsum"])
+    assert best["step"] == results["best_step"]
+    assert best["rsum"] == pytest.approx(results["best_rsum"])
 
 
 def test_student_with_random_teacher_frames_runs_the_teacher_each_step(trained_teacher, tiny_dataset, tmp_path):
