@@ -78,6 +78,11 @@ def video_throughput(model_dir: Path, dataset_dir: Path, split: str = "test", ba
     return len(videos) / (time.perf_counter() - start)
 
 
+def finished(model_dir: Path) -> bool:
+    """A model folder that a completed run wrote (all_results.json is written last but one)."""
+    return (model_dir / "all_results.json").is_file() and (model_dir / "model.safetensors").is_file()
+
+
 def run_seed(seed: int, args) -> dict[str, dict]:
     root = Path(args.output_dir) / f"seed-{seed}"
     common = ["--seed", str(seed), "--synthetic_dir", args.synthetic_dir, "--report_to", "none"]
@@ -92,8 +97,8 @@ def run_seed(seed: int, args) -> dict[str, dict]:
         (ModelArguments, DataArguments, RunArguments),
         ["--config", str(REPO / "configs/synthetic_teacher.yaml"), "--output_dir", str(teacher_dir), *common],
     )
-    if args.reuse_teachers and (teacher_dir / "all_results.json").is_file():
-        # Students-only rerun: the teacher of this seed was trained by an earlier run.
+    if (args.reuse_teachers or args.resume) and finished(teacher_dir):
+        # The teacher of this seed was trained by an earlier run.
         print(f"[seed {seed}] reusing the teacher in {teacher_dir}", flush=True)
         rows["teacher"] = json.loads((teacher_dir / "all_results.json").read_text())
     else:
@@ -113,6 +118,10 @@ def run_seed(seed: int, args) -> dict[str, dict]:
         distill_args.disc_weight *= disc
         if not distill_args.kd_weight:
             distill_args.teacher = None
+        if args.resume and finished(output_dir):
+            print(f"[seed {seed}] reusing {name} in {output_dir}", flush=True)
+            rows[name] = json.loads((output_dir / "all_results.json").read_text())
+            continue
         print(f"[seed {seed}] {name} -> {output_dir}", flush=True)
         rows[name] = run_student(*parsed[:3], distill_args)
     for name, result in rows.items():
@@ -170,6 +179,9 @@ def main(argv=None) -> None:
     parser.add_argument("--disable_tqdm", action="store_true")
     parser.add_argument("--reuse_teachers", action="store_true",
                         help="keep each seed's teacher from an earlier run (in --output_dir) and retrain the students")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep every model (teacher or student) that an earlier run finished in --output_dir; "
+                             "train only the missing ones (throughput is always re-measured here)")
     parser.add_argument("--results_doc", default=str(REPO / "docs" / "results.md"))
     args = parser.parse_args(argv)
     if args.quick and args.synthetic_dir == parser.get_default("synthetic_dir"):
@@ -187,20 +199,32 @@ def main(argv=None) -> None:
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_dir) / "results.json").write_text(json.dumps(per_seed, indent=2, default=float))
     if sorted(args.seeds) == OFFICIAL_SEEDS and not args.quick:
-        write_results_doc(Path(args.results_doc), table, goals, minutes, reused=args.reuse_teachers)
+        write_results_doc(Path(args.results_doc), table, goals, minutes, reused=args.reuse_teachers or args.resume)
         print(f"wrote {args.results_doc}")
 
 
+BEGIN_MARK = "<!-- reproduce.py: begin (generated, do not edit between the marks) -->"
+END_MARK = "<!-- reproduce.py: end -->"
+
+
 def write_results_doc(path: Path, table: str, goals: list[str], minutes: float, reused: bool = False) -> None:
-    path.write_text(
-        "# Results on the synthetic default\n\n"
+    """Replace the generated block of ``path`` (between the marks), keeping the hand-written text around it."""
+    block = (
+        BEGIN_MARK + "\n\n"
         "Regenerate with `python benchmarks/reproduce.py --seeds 0 1 2` (mean ± std over the three "
         "seeds, test split; model settings in `configs/synthetic_*.yaml`). "
         f"This run took {minutes:.0f} minutes on the machine that produced it"
-        + (" (students only: the teachers came from an earlier run, `--reuse_teachers`)" if reused else "")
-        + ".\n\n"
-        + table + "\n\n## Goals\n\n" + "\n".join(goals) + "\n"
+        + (" (reusing models that an earlier run had finished: `--resume` / `--reuse_teachers`)" if reused else "")
+        + ".\n\n" + table + "\n\n**Goals**\n\n" + "\n".join(goals) + "\n\n" + END_MARK
     )
+    text = path.read_text() if path.is_file() else "# Results on the synthetic default\n\n"
+    if BEGIN_MARK in text and END_MARK in text:
+        head, rest = text.split(BEGIN_MARK, 1)
+        tail = rest.split(END_MARK, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":
