@@ -2,7 +2,7 @@
 
 1. **Encoding throughput**, clips/s end to end from files (decode + preprocess + model, the work of
    ``search.py index``, with its decode threads; also without them), the student against the teacher (the baseline, measured in this process on
-   the same clips). The default run's teacher fuses audio, so it also reads ``--audio_dir``. Decoding
+   the same clips). The default run's models fuse audio, so they also read ``--audio_dir``. Decoding
    alone and the model alone (on clips decoded beforehand) are timed too, to show where time goes.
 2. **Query latency**, one query at a time, p50 / p99 over ``--num_queries`` random queries against
    ``--num_vectors`` random L2-normalised embeddings: exact FAISS ``IndexFlatIP`` (the baseline), the
@@ -72,7 +72,8 @@ def make_standins(folder: Path, num_clips: int) -> tuple[Path, Path, Path, Path]
     tokenizer = build_word_tokenizer(["a red circle moves to the left", "a blue square grows"])
     student, teacher = folder / "student", folder / "teacher"
     for path, config, size in (
-        (student, MCKDConfig.student_preset(vocab_size=len(tokenizer)), 32),
+        (student, MCKDConfig.student_preset(vocab_size=len(tokenizer), extra_modalities={"audio": {"feature_dim": 32}},
+                                            fuse_modalities=["audio"]), 32),
         (teacher, MCKDConfig.teacher_preset(vocab_size=len(tokenizer), extra_modalities={"audio": {"feature_dim": 32}},
                                             fuse_modalities=["audio"]), 64),
     ):
@@ -254,7 +255,7 @@ def parse_args(argv=None):
     parser.add_argument("--student", default=str(DEFAULT_STUDENT))
     parser.add_argument("--teacher", default=str(DEFAULT_TEACHER))
     parser.add_argument("--videos", default=str(DEFAULT_VIDEOS))
-    parser.add_argument("--audio_dir", default=str(DEFAULT_AUDIO), help="audio features for the teacher")
+    parser.add_argument("--audio_dir", default=str(DEFAULT_AUDIO), help="audio features, for models that fuse audio (the default run's)")
     parser.add_argument("--num_clips", type=int, default=None, help="clips encoded per model (default 128, quick 32)")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_workers", type=int, default=DEFAULT_DECODE_WORKERS, help="decode threads")

@@ -106,15 +106,19 @@ def _student_worker(argv: list[str], kd: float, disc: float) -> dict:
 
 
 def train_students_in_parallel(seed: int, jobs: dict[str, tuple], workers: int) -> dict[str, dict]:
-    """Train the students in ``workers`` spawned processes; one progress bar counts finished students."""
+    """Train the students in ``workers`` processes; one progress bar counts finished students."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
+    from multiprocessing import get_all_start_methods, get_context
 
     from tqdm.auto import tqdm
 
     print(f"[seed {seed}] {len(jobs)} students, {workers} at a time: " + ", ".join(jobs), flush=True)
+    # Forked workers share this process's decoded clips (modeling_mckd.data keeps them per process;
+    # the teacher has just decoded every split) copy-on-write: no second decode, no second copy.
+    # The children set one torch thread before any op, as DataLoader workers do after a fork.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
     rows = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
         futures = {pool.submit(_student_worker, *job): name for name, job in jobs.items()}
         with tqdm(total=len(futures), desc=f"seed {seed} students", unit="model") as bar:
             for future in as_completed(futures):
