@@ -37,6 +37,8 @@ VARIANTS = {
     "pearson, weight 1": ["--kd_mode", "pearson", "--kd_weight", "1"],
     "relation, weight 1": ["--kd_mode", "relation", "--kd_weight", "1"],
     "kl+relation, weight 2 (the default)": ["--kd_mode", "kl+relation", "--kd_weight", "2"],
+    "kl+relation, weight 2, disc 0.5": ["--kd_mode", "kl+relation", "--kd_weight", "2", "--disc_weight", "0.5"],
+    "kl+relation, weight 2, disc 0.25": ["--kd_mode", "kl+relation", "--kd_weight", "2", "--disc_weight", "0.25"],
 }
 # validation first: it is what a setting should be chosen by; test is what gets reported
 COLUMNS = ["validation_t2v_R@1", "validation_rsum", "test_t2v_R@1", "test_t2v_R@5", "test_t2v_R@10", "test_v2t_R@1",
