@@ -40,6 +40,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .processing_mckd import pad_and_stack_sequences
+from .training import fuses_audio
 from .video_io import VideoDecodeError
 
 logger = logging.getLogger(__name__)
@@ -287,11 +288,6 @@ def model_fingerprint(model, processor) -> str:
     digest.update(json.dumps(frames, sort_keys=True).encode())
     digest.update(json.dumps(list(model.config.fuse_modalities or [])).encode())
     return digest.hexdigest()
-
-
-def fuses_audio(model) -> bool:
-    """Whether the model's video embedding includes the clip's audio (``config.fuse_modalities``)."""
-    return "audio" in (model.config.fuse_modalities or [])
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,13 +703,21 @@ class _IndexSettings:
     ef_search: int
     use_faiss: bool
 
-    def search_params(self, index) -> dict[str, int]:
+    def requested_params(self) -> dict[str, int | None]:
+        """The knobs asked for (None: left to the default that building the index picks)."""
         if self.approximate == "ivf":
-            nlist = int(index.nlist)
-            return {"nlist": nlist, "nprobe": int(self.nprobe or default_nprobe(nlist))}
+            return {"nlist": self.nlist, "nprobe": self.nprobe}
         if self.approximate == "hnsw":
             return {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
         return {}
+
+    def search_params(self, index) -> dict[str, int]:
+        """The knobs of the built ``index``, as index.json records them."""
+        params = self.requested_params()
+        if self.approximate == "ivf":
+            params["nlist"] = int(index.nlist)
+            params["nprobe"] = int(self.nprobe or default_nprobe(params["nlist"]))
+        return params
 
 
 def _same_faiss(previous: dict | None, settings: _IndexSettings, out: Path) -> bool:
@@ -725,10 +729,7 @@ def _same_faiss(previous: dict | None, settings: _IndexSettings, out: Path) -> b
     if previous.get("approximate") != settings.approximate:
         return False
     params = previous.get("search_params") or {}
-    wanted = {"nlist": settings.nlist, "nprobe": settings.nprobe} if settings.approximate == "ivf" else (
-        {"hnsw_m": settings.hnsw_m, "ef_construction": settings.ef_construction, "ef_search": settings.ef_search}
-        if settings.approximate == "hnsw" else {})
-    return all(value is None or params.get(key) == value for key, value in wanted.items())
+    return all(value is None or params.get(key) == value for key, value in settings.requested_params().items())
 
 
 def _signature(root: Path, video_id: str, encoder: VideoEncoder) -> list:

@@ -133,7 +133,7 @@ def uses_audio(model) -> bool:
 
 
 def fuses_audio(model) -> bool:
-    """Whether the model's video embedding needs the clip's audio (a multimodal teacher)."""
+    """Whether the model's video embedding needs the clip's audio (``config.fuse_modalities``)."""
     return "audio" in (_unwrap(model).config.fuse_modalities or [])
 
 
