@@ -145,6 +145,15 @@ class DistillArguments:
         metadata={"help": "uniform (deterministic, teacher embeddings cached once) or random "
                   "(teacher re-run each step on the student's frames)."},
     )
+    init_from_teacher: str = field(
+        default="",
+        metadata={"help": "Comma-separated towers the student copies from the teacher before training: text, and/or "
+                  "an extra modality (audio). Their configs and the tokenizer's vocabulary must match. The video "
+                  "tower, the one the student makes cheaper, is never copied. See docs/method.md."},
+    )
+    freeze_from_teacher: bool = field(
+        default=False, metadata={"help": "Keep the towers copied by --init_from_teacher frozen during training."}
+    )
 
 
 def _read_config_file(path: str) -> dict[str, Any]:

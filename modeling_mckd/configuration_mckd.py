@@ -76,6 +76,11 @@ class MCKDConfig(PreTrainedConfig):
         vision_spatial_grid (`int`, defaults to 2): the built-in encoder pools its last feature map
             to a `grid x grid` layout before projecting, so where things are (and so which way they
             move) survives; 1 is a plain global average pool.
+        vision_spatial_pooling (`str`, defaults to `"avg"`): how the built-in encoder pools each grid
+            cell: `"avg"` or `"max"` (max keeps a small object's response undiluted by the background).
+        vision_frame_difference (`bool`, defaults to `False`): the built-in encoder also sees each
+            frame minus the previous one (zero for the first), a cheap motion cue: what moves stands
+            out from a static background and static clutter.
         num_channels (`int`, defaults to 3): image channels.
         video_feature_dim (`int`, *optional*): frame feature size in features mode.
         num_frames (`int`, defaults to 8): frames per video (size of the temporal position table).
@@ -133,6 +138,8 @@ class MCKDConfig(PreTrainedConfig):
     vision_hidden_size: int = 64
     vision_num_layers: int = 3
     vision_spatial_grid: int = 2
+    vision_spatial_pooling: str = "avg"
+    vision_frame_difference: bool = False
     num_channels: int = 3
     video_feature_dim: int | None = None
     num_frames: int = 8
@@ -265,10 +272,16 @@ class MCKDConfig(PreTrainedConfig):
                         "vision_encoder_type='hf' (or use vision_encoder_type='conv' for the built-in encoder)."
                     )
                 _check_choice("vision_pooling", self.vision_pooling, VALID_VISION_POOLINGS)
+                if self.vision_frame_difference:
+                    raise ValueError(
+                        "`vision_frame_difference` is for the built-in conv encoder; an HF vision backbone "
+                        "takes plain frames (set vision_encoder_type='conv' or drop the option)."
+                    )
             else:
                 _check_positive_int("vision_hidden_size", self.vision_hidden_size)
                 _check_positive_int("vision_num_layers", self.vision_num_layers)
                 _check_positive_int("vision_spatial_grid", self.vision_spatial_grid)
+                _check_choice("vision_spatial_pooling", self.vision_spatial_pooling, ("avg", "max"))
         elif self.video_feature_dim is None:
             raise ValueError("`video_feature_dim` is required for video_input='features' (the size of one frame feature).")
         else:

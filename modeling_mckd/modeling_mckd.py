@@ -156,7 +156,7 @@ class MCKDConvFrameEncoder(nn.Module):
     `spatial_grid x spatial_grid` layout (a global average pool would forget where objects are),
     flattened and projected back to `width`, then LayerNorm."""
 
-    def __init__(self, num_channels: int, width: int, num_layers: int, spatial_grid: int = 1):
+    def __init__(self, num_channels: int, width: int, num_layers: int, spatial_grid: int = 1, pooling: str = "avg"):
         super().__init__()
         layers = []
         in_channels = num_channels
@@ -165,7 +165,7 @@ class MCKDConvFrameEncoder(nn.Module):
             in_channels = width
         self.convs = nn.Sequential(*layers)
         self.spatial_grid = spatial_grid
-        self.pool = nn.AdaptiveAvgPool2d(spatial_grid)
+        self.pool = nn.AdaptiveMaxPool2d(spatial_grid) if pooling == "max" else nn.AdaptiveAvgPool2d(spatial_grid)
         self.grid_projection = nn.Linear(width * spatial_grid**2, width) if spatial_grid > 1 else None
         self.norm = nn.LayerNorm(width)
         self.output_dim = width
@@ -237,6 +237,7 @@ class MCKDVideoTower(nn.Module):
         self.vision_pooling = config.vision_pooling
         self.frame_encoder = None
         self.is_hf = False
+        self.frame_difference = False
         if config.video_input == "features":
             frame_dim = config.video_feature_dim
         elif config.vision_encoder_type == "hf":
@@ -244,8 +245,10 @@ class MCKDVideoTower(nn.Module):
             self.is_hf = True
             frame_dim = config.vision_config.hidden_size
         else:
+            self.frame_difference = config.vision_frame_difference
             self.frame_encoder = MCKDConvFrameEncoder(
-                config.num_channels, config.vision_hidden_size, config.vision_num_layers, config.vision_spatial_grid
+                config.num_channels * (2 if self.frame_difference else 1), config.vision_hidden_size,
+                config.vision_num_layers, config.vision_spatial_grid, config.vision_spatial_pooling,
             )
             frame_dim = config.vision_hidden_size
         hidden = config.resolved_temporal_hidden_size
@@ -284,6 +287,12 @@ class MCKDVideoTower(nn.Module):
                 )
             batch, length = pixel_values_videos.shape[:2]
             mask = _as_bool_mask(video_mask, batch, length, pixel_values_videos.device, "video_mask")
+            if self.frame_difference:
+                # each frame next to its change from the previous one (zero for the first frame); padded
+                # frames are zeroed first so that garbage in them cannot reach a real frame's difference
+                frames = torch.where(mask[:, :, None, None, None], pixel_values_videos, 0.0)
+                previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+                pixel_values_videos = torch.cat([frames, frames - previous], dim=2)
             # only real frames go through the (expensive) frame encoder; padded slots stay zero
             frame_embeds = self.encode_frames(pixel_values_videos[mask])
             steps = frame_embeds.new_zeros(batch, length, frame_embeds.shape[-1])

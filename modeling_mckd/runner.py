@@ -266,6 +266,10 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
         teacher_processor = MCKDProcessor.from_pretrained(distill_args.teacher)
         teacher.requires_grad_(False)
         teacher.eval()
+        copy_towers_from_teacher(model, processor, teacher, teacher_processor, distill_args.init_from_teacher,
+                                 freeze=distill_args.freeze_from_teacher, teacher_name=distill_args.teacher)
+    elif distill_args.init_from_teacher:
+        raise ValueError("--init_from_teacher needs --teacher")
     extra_processors = {}
     objective = StudentObjective(distill_args)
     trainer = RetrievalTrainer(
@@ -295,6 +299,49 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
     summary = trainer.train()
     return finish_run(trainer, summary, role="student", args=(model_args, data_args, run_args, distill_args),
                       teacher=distill_args.teacher)
+
+
+def copy_towers_from_teacher(student: MCKDModel, student_processor, teacher: MCKDModel, teacher_processor,
+                             towers: str, *, freeze: bool = False, teacher_name: str | None = None) -> list[str]:
+    """Start the student's ``towers`` ("text", an extra modality such as "audio", comma-separated) from the
+    teacher's weights; returns the names copied. The video tower is never copied: it is what the student makes
+    cheaper. A tower whose shapes differ, or a text tower whose tokenizers differ, is an error naming why."""
+    names = [name.strip() for name in towers.split(",") if name.strip()]
+    source = teacher_name or "the teacher"
+    for name in names:
+        if name == "video":
+            raise ValueError("--init_from_teacher: the video tower cannot be copied (the student's is the cheap one)")
+        if name == "text":
+            student_tower, teacher_tower = student.text_tower, teacher.text_tower
+            if student_processor.tokenizer.get_vocab() != teacher_processor.tokenizer.get_vocab():
+                raise ValueError(
+                    f"--init_from_teacher text: the student's tokenizer differs from {source}'s; a copied text tower "
+                    "would read other token ids (build both on the same training captions, or use the same tokenizer)"
+                )
+        elif name in student.modality_towers and name in teacher.modality_towers:
+            student_tower, teacher_tower = student.modality_towers[name], teacher.modality_towers[name]
+        else:
+            raise ValueError(
+                f"--init_from_teacher {name!r}: expected 'text' or an extra modality that both the student "
+                f"({sorted(student.modality_towers.keys())}) and {source} ({sorted(teacher.modality_towers.keys())}) have"
+            )
+        teacher_state = teacher_tower.state_dict()
+        student_state = student_tower.state_dict()
+        mismatched = sorted(
+            key for key in set(teacher_state) | set(student_state)
+            if key not in teacher_state or key not in student_state or teacher_state[key].shape != student_state[key].shape
+        )
+        if mismatched:
+            raise ValueError(
+                f"--init_from_teacher {name!r}: the student's tower has another shape than {source}'s "
+                f"(parameters {mismatched[:4]}); give the student the teacher's settings for this tower "
+                f"({'text_* and projection_dim' if name == 'text' else f'extra_modalities[{name!r}] and projection_dim'})"
+            )
+        student_tower.load_state_dict(teacher_state)
+        if freeze:
+            student_tower.requires_grad_(False)
+        logger.info("student %s tower copied from %s%s", name, source, " (frozen)" if freeze else "")
+    return names
 
 
 def _check_run_args(run_args: RunArguments) -> None:

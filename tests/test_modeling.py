@@ -117,6 +117,8 @@ def text_batch(batch=3, length=7, vocab=50, seed=0):
         (dict(logit_scale_init_value=math.log(100) + 0.01), "logit_scale_init_value"),
         (dict(logit_scale_max=0.0), "logit_scale_max"),
         (dict(pad_token_id=1000), "pad_token_id"),
+        (dict(vision_spatial_pooling="median"), "vision_spatial_pooling"),
+        (dict(vision_backbone="x", vision_frame_difference=True), "vision_frame_difference"),
     ],
 )
 def test_invalid_config_raises_value_error_naming_the_field(kwargs, field):
@@ -303,6 +305,37 @@ def test_masked_frames_do_not_change_the_video_embedding(aggregator):
         unmasked = model.get_video_features(pixel_values_videos=padded)
     torch.testing.assert_close(masked[0:1], alone, rtol=0, atol=1e-5)
     assert not torch.allclose(unmasked, alone, atol=1e-3)  # the garbage would matter without the mask
+
+
+def test_frame_difference_input_and_max_pooling_match_a_by_hand_computation():
+    model = seeded_model(tiny(vision_frame_difference=True, vision_spatial_pooling="max", temporal_aggregator="mean"))
+    encoder = model.video_tower.frame_encoder
+    assert encoder.convs[0].in_channels == 6
+    video = torch.randn(2, 5, 3, 32, 32)
+    with torch.no_grad():
+        differences = torch.cat([torch.zeros_like(video[:, :1]), video[:, 1:] - video[:, :-1]], dim=1)
+        maps = encoder.convs(torch.cat([video, differences], dim=2).flatten(0, 1))  # (10, C, 8, 8)
+        cells = maps.unflatten(2, (2, 4)).unflatten(4, (2, 4)).amax(dim=(3, 5))  # max over each 4x4 cell
+        frames = encoder.norm(encoder.grid_projection(cells.flatten(1))).view(2, 5, -1)
+        aggregator = model.video_tower.aggregator
+        expected = F.normalize(model.video_tower.projection(aggregator.input_projection(frames).mean(1)), dim=-1)
+        torch.testing.assert_close(model.get_video_features(pixel_values_videos=video), expected, rtol=1e-4, atol=1e-5)
+        # with differences, even a mean over time tells a clip from the same clip played backwards
+        backwards = model.get_video_features(pixel_values_videos=video.flip(1))
+        assert not torch.allclose(backwards, expected, atol=1e-3)
+        plain = seeded_model(tiny(temporal_aggregator="mean"))
+        torch.testing.assert_close(plain.get_video_features(pixel_values_videos=video.flip(1)),
+                                   plain.get_video_features(pixel_values_videos=video), rtol=1e-4, atol=1e-5)
+
+
+def test_frame_difference_ignores_padded_frames():
+    model = seeded_model(tiny(vision_frame_difference=True))
+    real = torch.randn(1, 3, 3, 32, 32)
+    padded = torch.cat([real, float("nan") * torch.ones(1, 2, 3, 32, 32)], dim=1)
+    with torch.no_grad():
+        alone = model.get_video_features(pixel_values_videos=real)
+        masked = model.get_video_features(pixel_values_videos=padded, video_mask=torch.tensor([[1, 1, 1, 0, 0]]))
+    torch.testing.assert_close(masked, alone, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("aggregator", ["mean", "transformer", "gru"])

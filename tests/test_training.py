@@ -117,6 +117,66 @@ def test_student_with_random_teacher_frames_runs_the_teacher_each_step(trained_t
     assert len(history) == 3 and all(row["loss/distillation"] > 0 for row in history)
 
 
+# The teacher's text tower settings (teacher preset: transformer text encoder, 2 layers) at TINY_TEACHER's sizes.
+STUDENT_WITH_TEACHER_TEXT = {**TINY_STUDENT, "builtin_text_arch": "transformer", "text_hidden_size": 32,
+                             "text_num_layers": 2, "projection_dim": 32}
+
+
+def test_student_starts_from_the_teachers_text_tower_and_can_keep_it_frozen(trained_teacher, tiny_dataset, tmp_path):
+    distill = load_script("distill")
+    output_dir = tmp_path / "init"
+    distill.main(common_args(tiny_dataset, output_dir, teacher=trained_teacher, max_steps=3, eval_strategy="no",
+                             init_from_teacher="text", freeze_from_teacher="true",
+                             model_overrides=json.dumps(STUDENT_WITH_TEACHER_TEXT)))
+    student, teacher = load_file(output_dir / "model.safetensors"), load_file(trained_teacher / "model.safetensors")
+    text_keys = [key for key in teacher if key.startswith("text_tower.")]
+    assert text_keys
+    for key in text_keys:  # frozen: still exactly the teacher's after three optimizer steps
+        torch.testing.assert_close(student[key], teacher[key], rtol=0, atol=0)
+    video_keys = [key for key in student if key.startswith("video_tower.")]
+    assert any(student[key].shape != teacher[key].shape or not torch.equal(student[key], teacher[key])
+               for key in video_keys)
+
+
+def test_init_from_teacher_copies_then_trains_and_refuses_a_mismatch(trained_teacher, tiny_dataset):
+    from modeling_mckd import MCKDConfig, MCKDModel, MCKDProcessor
+    from modeling_mckd.runner import copy_towers_from_teacher
+
+    teacher = MCKDModel.from_pretrained(trained_teacher)
+    processor = MCKDProcessor.from_pretrained(trained_teacher)
+    student = MCKDModel(MCKDConfig.student_preset(**STUDENT_WITH_TEACHER_TEXT, vocab_size=teacher.config.vocab_size))
+    assert copy_towers_from_teacher(student, processor, teacher, processor, "text") == ["text"]
+    for (name, copied), original in zip(student.text_tower.named_parameters(), teacher.text_tower.parameters()):
+        assert torch.equal(copied, original), name
+        assert copied.requires_grad and copied.data_ptr() != original.data_ptr(), name  # a trainable copy
+
+    mismatched = MCKDModel(MCKDConfig.student_preset(**TINY_STUDENT, vocab_size=teacher.config.vocab_size))
+    with pytest.raises(ValueError, match=r"'text'.*another shape.*text_\* and projection_dim"):
+        copy_towers_from_teacher(mismatched, processor, teacher, processor, "text", teacher_name="T")
+    with pytest.raises(ValueError, match="video tower cannot be copied"):
+        copy_towers_from_teacher(student, processor, teacher, processor, "video")
+    with pytest.raises(ValueError, match=r"'audio'.*extra modality that both"):
+        copy_towers_from_teacher(student, processor, teacher, processor, "audio")
+
+    class OtherTokenizer:
+        @staticmethod
+        def get_vocab():
+            return {"[PAD]": 0}
+
+    class OtherProcessor:
+        tokenizer = OtherTokenizer()
+
+    with pytest.raises(ValueError, match="tokenizer differs"):
+        copy_towers_from_teacher(student, OtherProcessor(), teacher, processor, "text")
+
+
+def test_init_from_teacher_needs_a_teacher(tiny_dataset, tmp_path):
+    distill = load_script("distill")
+    with pytest.raises(ValueError, match="--init_from_teacher needs --teacher"):
+        distill.main(common_args(tiny_dataset, tmp_path / "x", kd_weight=0, disc_weight=0, max_steps=1,
+                                 init_from_teacher="text", model_overrides=json.dumps(TINY_STUDENT)))
+
+
 def test_ranking_only_baseline_needs_no_teacher(tiny_dataset, tmp_path):
     distill = load_script("distill")
     output_dir = tmp_path / "baseline"
