@@ -525,12 +525,30 @@ class MCKDModel(MCKDPreTrainedModel):
         With `config.fuse_modalities` (e.g. `["audio"]`) the video embedding is the normalised sum of
         the visual embedding and each fused modality's embedding, so those inputs are required.
         """
-        visual = self._finish(self.video_tower(pixel_values_videos, video_features, video_mask))
-        if not self.config.fuse_modalities:
-            return visual
-        inputs, masks = self._modality_inputs(audio_features, audio_mask, modality_features, modality_masks)
-        return self._fuse(visual, {name: self.get_modality_features(name, inputs[name], masks.get(name))
-                                   for name in self._fused_names(inputs)})
+        parts = self.get_video_feature_parts(pixel_values_videos, video_features, video_mask, audio_features,
+                                             audio_mask, modality_features, modality_masks)
+        visual = parts.pop("visual")
+        return self._fuse(visual, parts) if parts else visual
+
+    def get_video_feature_parts(
+        self,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_features: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        modality_features: dict[str, torch.Tensor] | None = None,
+        modality_masks: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The parts a fused video embedding is made of: `{"visual": ..., "audio": ...}` (one entry per
+        `config.fuse_modalities`, each (B, projection_dim) and normalised like the embedding). Retrieval with
+        one part alone shows what each modality contributes (see `evaluate_split`)."""
+        parts = {"visual": self._finish(self.video_tower(pixel_values_videos, video_features, video_mask))}
+        if self.config.fuse_modalities:
+            inputs, masks = self._modality_inputs(audio_features, audio_mask, modality_features, modality_masks)
+            for name in self._fused_names(inputs):
+                parts[name] = self.get_modality_features(name, inputs[name], masks.get(name))
+        return parts
 
     def _modality_inputs(self, audio_features, audio_mask, modality_features, modality_masks):
         inputs, masks = dict(modality_features or {}), dict(modality_masks or {})

@@ -376,7 +376,7 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
     split_results = {}
     for split in (data_args.eval_split, data_args.test_split):
         if split and split in trainer.datasets:
-            split_results[split] = trainer.evaluate(split)
+            split_results[split] = trainer.evaluate(split, with_parts=True)
             for key, value in split_results[split].items():
                 results[f"{split}_{key}"] = value
     if accelerator.is_main_process:

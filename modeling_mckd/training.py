@@ -163,32 +163,57 @@ def encode_texts(model, processor, captions: list[str], batch_size: int, device,
 @torch.no_grad()
 def encode_videos(model, processor, store: ClipStore, batch_size: int, device, num_workers: int = 0) -> tuple[torch.Tensor, int]:
     """Embeddings of every video of ``store`` in order, and how many failed to decode."""
+    parts, failed = encode_video_parts(model, processor, store, batch_size, device, num_workers, fused_only=True)
+    return parts["video"], failed
+
+
+@torch.no_grad()
+def encode_video_parts(model, processor, store: ClipStore, batch_size: int, device, num_workers: int = 0,
+                       fused_only: bool = False) -> tuple[dict[str, torch.Tensor], int]:
+    """``{"video": fused embeddings, "visual": ..., "audio": ...}`` of every video of ``store`` in order (the
+    parts only for a model with ``config.fuse_modalities``, and not with ``fused_only``), and how many clips
+    failed to decode."""
     model = _unwrap(model)
     loader = torch.utils.data.DataLoader(
         RetrievalVideoSet(store, processor, with_audio=fuses_audio(model)), batch_size=batch_size,
         collate_fn=VideoCollator(processor), num_workers=num_workers,
     )
-    chunks, failed = [], 0
+    with_parts = bool(model.config.fuse_modalities) and not fused_only
+    chunks, failed = {}, 0
     for batch in loader:
         inputs = {k: v.to(device) for k, v in batch["model"].items()}
-        chunks.append(model.get_video_features(**inputs).float().cpu())
+        if with_parts:
+            parts = model.get_video_feature_parts(**inputs)
+            embeddings = {"video": model._fuse(parts["visual"], {k: v for k, v in parts.items() if k != "visual"}),
+                          **parts}
+        else:
+            embeddings = {"video": model.get_video_features(**inputs)}
+        for name, value in embeddings.items():
+            chunks.setdefault(name, []).append(value.float().cpu())
         failed += int(batch["num_failed"])
-    return torch.cat(chunks), failed
+    return {name: torch.cat(values) for name, values in chunks.items()}, failed
 
 
 def evaluate_split(model, processor, videos, store: ClipStore, *, batch_size: int, device, max_text_length: int = 32,
-                   num_workers: int = 0) -> dict[str, float]:
-    """Text-to-video and video-to-text retrieval metrics over every caption of a split."""
+                   num_workers: int = 0, with_parts: bool = False) -> dict[str, float]:
+    """Text-to-video and video-to-text retrieval metrics over every caption of a split; with ``with_parts``, for a
+    model that fuses modalities, also each part of its video embedding alone (``visual_only_*``, ``audio_only_*``)."""
     was_training = model.training
     model.eval()
     captions = [list(c) for c in videos["captions"]]
     flat = [c for caps in captions for c in caps]
     text_to_video = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
     text_embeds = encode_texts(model, processor, flat, batch_size, device, max_text_length)
-    video_embeds, failed = encode_videos(model, processor, store, batch_size, device, num_workers)
+    video_parts, failed = encode_video_parts(model, processor, store, batch_size, device, num_workers,
+                                             fused_only=not with_parts)
     model.train(was_training)
-    metrics = evaluate_retrieval(text_embeds, video_embeds, text_to_video)
+    metrics = evaluate_retrieval(text_embeds, video_parts.pop("video"), text_to_video)
     metrics["decode_failures"] = failed
+    # A fused video embedding: what each part alone retrieves (e.g. "visual_only_t2v_R@1"), so that a model
+    # whose frames contribute nothing cannot hide behind its audio.
+    for part, embeds in video_parts.items():
+        part_metrics = evaluate_retrieval(text_embeds, embeds, text_to_video)
+        metrics.update({f"{part}_only_{key}": part_metrics[key] for key in ("t2v_R@1", "t2v_R@5", "v2t_R@1", "rsum")})
     return metrics
 
 
@@ -295,12 +320,12 @@ class RetrievalTrainer:
             self.stores[split] = (videos, self.make_store(videos))
         return self.stores[split]
 
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str, with_parts: bool = False) -> dict[str, float]:
         videos, store = self.eval_data(split)
         return evaluate_split(
             self.model, self.processor, videos, store, batch_size=self.run_args.per_device_eval_batch_size,
             device=self.accelerator.device, max_text_length=self.data_args.max_text_length,
-            num_workers=self.data_args.dataloader_num_workers,
+            num_workers=self.data_args.dataloader_num_workers, with_parts=with_parts,
         )
 
     # -- checkpoints ---------------------------------------------------------------------

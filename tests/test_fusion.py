@@ -64,3 +64,42 @@ def test_fusion_round_trips_through_save_pretrained(tmp_path):
     batch = inputs()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).video_embeds, model(**batch).video_embeds)
+
+
+def test_evaluation_reports_what_each_part_of_a_fused_embedding_retrieves(tmp_path):
+    """evaluate_split(with_parts=True): visual-only and audio-only retrieval, each equal to a by-hand evaluation of
+    that part, next to the fused metrics (which the parts must not change)."""
+    from dataset_scripts.synthetic import generate_synthetic
+    from modeling_mckd import MCKDProcessor, MCKDVideoProcessor, build_word_tokenizer
+    from modeling_mckd.data import ClipStore, RetrievalVideoSet, VideoCollator
+    from modeling_mckd.retrieval import evaluate_retrieval
+    from modeling_mckd.training import encode_texts, evaluate_split
+
+    videos = generate_synthetic(tmp_path / "syn", seed=0, num_train=2, num_val=0, num_test=6, num_frames=8,
+                                frame_size=32)["test"]
+    tokenizer = build_word_tokenizer([c for caps in videos["captions"] for c in caps])
+    processor = MCKDProcessor(video_processor=MCKDVideoProcessor(num_frames=4, size=32, crop_size=32),
+                              tokenizer=tokenizer)
+    torch.manual_seed(0)
+    model = MCKDModel(MCKDConfig(num_frames=4, vision_hidden_size=8, vision_num_layers=2, projection_dim=8,
+                                 text_hidden_size=8, vocab_size=len(tokenizer), temporal_aggregator="mean",
+                                 extra_modalities={"audio": {"feature_dim": 32}}, fuse_modalities=["audio"])).eval()
+    store = ClipStore(videos, input_mode="pixels", cache=True)
+    metrics = evaluate_split(model, processor, videos, store, batch_size=4, device="cpu", with_parts=True)
+    plain = evaluate_split(model, processor, videos, store, batch_size=4, device="cpu")
+    assert "visual_only_t2v_R@1" not in plain
+    assert {k: v for k, v in metrics.items() if k in plain} == plain
+
+    captions = [c for caps in videos["captions"] for c in caps]
+    text_to_video = [row for row, caps in enumerate(videos["captions"]) for _ in caps]
+    texts = encode_texts(model, processor, captions, 4, "cpu")
+    batch = VideoCollator(processor)([RetrievalVideoSet(store, processor, with_audio=True)[i] for i in range(6)])
+    with torch.no_grad():
+        parts = model.get_video_feature_parts(**batch["model"])
+        fused = model.get_video_features(**batch["model"])
+    torch.testing.assert_close(fused, F.normalize(parts["visual"] + parts["audio"], dim=-1))
+    for part in ("visual", "audio"):
+        expected = evaluate_retrieval(texts, parts[part], text_to_video)
+        for key in ("t2v_R@1", "t2v_R@5", "v2t_R@1", "rsum"):
+            assert metrics[f"{part}_only_{key}"] == pytest.approx(expected[key]), (part, key)
+    assert metrics["t2v_R@1"] == pytest.approx(evaluate_retrieval(texts, fused, text_to_video)["t2v_R@1"])

@@ -66,3 +66,18 @@ def test_results_doc_keeps_hand_written_text(reproduce, tmp_path):
     assert text.count(reproduce.BEGIN_MARK) == 1 and text.count(reproduce.END_MARK) == 1
     assert "| second |" in text and "- goal two" in text and "`--resume`" in text
     assert "| first |" not in text
+
+
+def test_parts_table_shows_what_each_part_retrieves_and_skips_models_without_it(reproduce):
+    per_seed = seeds(full=[10, 11, 12], ranking=[1, 1, 1], disc=[7, 8, 9], teacher=[11, 12, 13])
+    assert reproduce.format_parts_table(per_seed) is None  # no model has per-part numbers
+    for i, seed in enumerate((0, 1, 2)):
+        for name, visual, audio in (("teacher", 2.0 + i, 9.0), ("MCKD student (full)", 1.0, 8.0 + i)):
+            per_seed[seed][name].update({"test_visual_only_t2v_R@1": visual, "test_audio_only_t2v_R@1": audio,
+                                         "test_visual_only_rsum": 20.0, "test_audio_only_rsum": 100.0})
+    lines = reproduce.format_parts_table(per_seed).splitlines()
+    assert len(lines) == 2 + 2  # only the two models that have them
+    teacher = next(line for line in lines if line.startswith("| teacher"))
+    assert teacher.split(" | ")[1:4] == ["12.0 ± 1.0", "3.0 ± 1.0", "9.0 ± 0.0"]
+    student = next(line for line in lines if line.startswith("| MCKD student (full)"))
+    assert student.split(" | ")[2:4] == ["1.0 ± 0.0", "9.0 ± 1.0"]
