@@ -95,6 +95,12 @@ class RunArguments:
         default=None, metadata={"help": "YAML or JSON file of arguments; the command line overrides it."}
     )
     num_train_epochs: float = 10.0
+    teacher_part_pairs: bool = field(
+        default=True,
+        metadata={"help": "train.py, a model with fuse_modalities: also contrast each part of the video embedding "
+                  "(text-visual, text-audio, visual-audio) next to text-video, so the frames are not left "
+                  "untrained behind the audio. false: text-video, text-audio, video-audio."},
+    )
     max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
     per_device_train_batch_size: int = 64
     per_device_eval_batch_size: int = 256
@@ -144,6 +150,12 @@ class DistillArguments:
         default="uniform",
         metadata={"help": "uniform (deterministic, teacher embeddings cached once) or random "
                   "(teacher re-run each step on the student's frames)."},
+    )
+    kd_parts: bool = field(
+        default=False,
+        metadata={"help": "Student and teacher both fuse modalities: also distil each part of the video embedding "
+                  "(the teacher's text-visual and text-audio structure into the student's visual and audio parts), "
+                  "so the student's frames learn what the teacher's frames know. See docs/method.md."},
     )
     init_from_teacher: str = field(
         default="",

@@ -40,6 +40,9 @@ class MCKDOutput(ModelOutput):
         audio_embeds (`torch.FloatTensor` of shape `(n_videos, projection_dim)`, *optional*).
         modality_embeds (`dict[str, torch.FloatTensor]`, *optional*): every extra modality given
             (audio included), name -> `(batch, projection_dim)`.
+        visual_embeds (`torch.FloatTensor` of shape `(n_videos, projection_dim)`, *optional*): the visual
+            part of the video embedding before fusion (the same as `video_embeds` for a model without
+            `fuse_modalities`).
         logit_scale (`torch.FloatTensor` of shape `()`): the scale actually applied,
             `exp(min(logit_scale, log(logit_scale_max)))`.
     """
@@ -52,6 +55,7 @@ class MCKDOutput(ModelOutput):
     audio_embeds: torch.FloatTensor | None = None
     modality_embeds: dict[str, torch.FloatTensor] | None = None
     logit_scale: torch.FloatTensor | None = None
+    visual_embeds: torch.FloatTensor | None = None
 
 
 def symmetric_infonce_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
@@ -619,15 +623,15 @@ class MCKDModel(MCKDPreTrainedModel):
         `modality_features`/`modality_masks` dicts. Other keyword arguments (e.g. a tokenizer's
         `token_type_ids`) are ignored.
         """
-        text_embeds = video_embeds = None
+        text_embeds = video_embeds = visual_embeds = None
         if input_ids is not None:
             text_embeds = self.get_text_features(input_ids, attention_mask)
         inputs, masks = self._modality_inputs(audio_features, audio_mask, modality_features, modality_masks)
         modality_embeds = {name: self.get_modality_features(name, feats, masks.get(name)) for name, feats in inputs.items()}
         if pixel_values_videos is not None or video_features is not None:
-            video_embeds = self._finish(self.video_tower(pixel_values_videos, video_features, video_mask))
+            video_embeds = visual_embeds = self._finish(self.video_tower(pixel_values_videos, video_features, video_mask))
             if self.config.fuse_modalities:
-                video_embeds = self._fuse(video_embeds, {n: modality_embeds[n] for n in self._fused_names(inputs)})
+                video_embeds = self._fuse(visual_embeds, {n: modality_embeds[n] for n in self._fused_names(inputs)})
 
         logit_scale = self.get_logit_scale()
         logits_per_text = logits_per_video = loss = None
@@ -648,6 +652,7 @@ class MCKDModel(MCKDPreTrainedModel):
             audio_embeds=modality_embeds.get("audio"),
             modality_embeds=modality_embeds or None,
             logit_scale=logit_scale,
+            visual_embeds=visual_embeds,
         )
         return output if return_dict is None or return_dict else output.to_tuple()
 

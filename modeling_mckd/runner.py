@@ -25,7 +25,7 @@ from .training import (
     StudentObjective,
     TeacherObjective,
     encode_texts,
-    encode_videos,
+    encode_video_parts,
     fuses_audio,
 )
 
@@ -241,7 +241,7 @@ def run_teacher(model_args: ModelArguments, data_args: DataArguments, run_args: 
     datasets = load_run_dataset(data_args)
     model, processor = build_model_and_processor(model_args, data_args, datasets[data_args.train_split])
     trainer = RetrievalTrainer(
-        model=model, processor=processor, objective=TeacherObjective(), datasets=datasets,
+        model=model, processor=processor, objective=TeacherObjective(part_pairs=run_args.teacher_part_pairs), datasets=datasets,
         run_args=run_args, data_args=data_args, track_config=_flat_config(model_args, data_args, run_args),
     )
     summary = trainer.train()
@@ -266,6 +266,18 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
         teacher_processor = MCKDProcessor.from_pretrained(distill_args.teacher)
         teacher.requires_grad_(False)
         teacher.eval()
+        if distill_args.kd_parts and distill_args.kd_weight:
+            for who, config in (("student", model.config), (distill_args.teacher, teacher.config)):
+                if not config.fuse_modalities:
+                    raise ValueError(
+                        f"--kd_parts distils the parts of a fused video embedding, but {who} fuses nothing "
+                        "(config.fuse_modalities is empty)"
+                    )
+            if model.config.fuse_modalities != teacher.config.fuse_modalities:
+                raise ValueError(
+                    f"--kd_parts: the student fuses {model.config.fuse_modalities} but {distill_args.teacher} fuses "
+                    f"{teacher.config.fuse_modalities}; each part needs its counterpart"
+                )
         copy_towers_from_teacher(model, processor, teacher, teacher_processor, distill_args.init_from_teacher,
                                  freeze=distill_args.freeze_from_teacher, teacher_name=distill_args.teacher)
     elif distill_args.init_from_teacher:
@@ -287,9 +299,12 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
             objective.teacher_text_cache = encode_texts(
                 teacher, teacher_processor, captions, run_args.per_device_eval_batch_size, device, data_args.max_text_length
             )
-            objective.teacher_video_cache, _ = encode_videos(
-                teacher, teacher_processor, store, run_args.per_device_eval_batch_size, device
+            teacher_videos, _ = encode_video_parts(
+                teacher, teacher_processor, store, run_args.per_device_eval_batch_size, device,
+                fused_only=not distill_args.kd_parts,
             )
+            objective.teacher_video_cache = teacher_videos.pop("video")
+            objective.teacher_part_caches = teacher_videos
         else:
             # The collator and the train set share one processors dict: register the teacher once.
             objective.teacher = teacher

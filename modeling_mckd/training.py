@@ -57,19 +57,34 @@ def _forward(model, inputs: dict):
 
 
 class TeacherObjective:
-    """Multimodal contrastive learning: InfoNCE between every pair of co-occurring modalities."""
+    """Multimodal contrastive learning: InfoNCE between every pair of co-occurring modalities.
 
-    def __init__(self):
+    For a model that fuses modalities into its video embedding, ``part_pairs`` (the default) contrasts the
+    parts too: text-video (the fused retrieval embedding), text-visual, text-audio and visual-audio. The
+    fused embedding alone lets a part that learns fast (audio features) carry one that learns slowly (frames),
+    which then never learns: the visual part of such a teacher retrieved at chance (docs/results.md).
+    Without ``part_pairs`` the pairs are text-video, text-audio and video-audio.
+    """
+
+    def __init__(self, part_pairs: bool = True):
         self.contrastive = ContrastiveLoss(local_loss=True, gather_with_grad=True)
+        self.part_pairs = part_pairs
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = _forward(model, batch["student"])
         position = batch["text_video_position"]
         embeddings = {"text": outputs.text_embeds.float(), "video": outputs.video_embeds.float()[position]}
+        extra = []
         if getattr(outputs, "audio_embeds", None) is not None:
             embeddings["audio"] = outputs.audio_embeds.float()[position]
+            extra.append("audio")
+        pairs = None
+        if self.part_pairs and _unwrap(model).config.fuse_modalities:
+            embeddings["visual"] = outputs.visual_embeds.float()[position]
+            pairs = [("text", "video"), ("text", "visual"), *[("text", m) for m in extra],
+                     *[("visual", m) for m in extra]]
         loss, pair_losses = multimodal_contrastive_loss(
-            embeddings, _scale(outputs), ids=batch["video_index"][position], loss_fn=self.contrastive
+            embeddings, _scale(outputs), ids=batch["video_index"][position], loss_fn=self.contrastive, pairs=pairs
         )
         logs = {f"loss/{pair}": value.item() for pair, value in pair_losses.items()}
         logs["logit_scale"] = _scale(outputs).item()
@@ -83,7 +98,8 @@ class StudentObjective:
     running the frozen teacher on the batch's ``teacher`` inputs.
     """
 
-    def __init__(self, distill_args, teacher=None, teacher_text_cache=None, teacher_video_cache=None):
+    def __init__(self, distill_args, teacher=None, teacher_text_cache=None, teacher_video_cache=None,
+                 teacher_part_caches=None):
         self.args = distill_args
         self.ranking = RankingLoss(margin=distill_args.ranking_margin, max_violation=distill_args.ranking_max_violation)
         self.distillation = DistillationLoss(mode=distill_args.kd_mode, temperature=distill_args.kd_temperature)
@@ -93,16 +109,26 @@ class StudentObjective:
         self.teacher = teacher
         self.teacher_text_cache = teacher_text_cache
         self.teacher_video_cache = teacher_video_cache
+        # with kd_parts: the teacher's "visual" / "audio" parts of its fused video embedding, per train video
+        self.teacher_part_caches = teacher_part_caches or {}
 
-    def teacher_embeddings(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def teacher_embeddings(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The teacher's caption and video embeddings for the batch, and the parts of its video embeddings."""
         if self.teacher_text_cache is not None:
             device = batch["video_index"].device
+            videos = batch["video_index"].cpu()
             text = self.teacher_text_cache[batch["caption_index"].cpu()].to(device)
-            video = self.teacher_video_cache[batch["video_index"].cpu()].to(device)
-            return text, video
+            video = self.teacher_video_cache[videos].to(device)
+            parts = {name: cache[videos].to(device) for name, cache in self.teacher_part_caches.items()}
+            return text, video, parts
         with torch.no_grad():
             outputs = self.teacher(**batch["teacher"], return_dict=True)
-        return outputs.text_embeds.float(), outputs.video_embeds.float()
+        parts = {}
+        if self.args.kd_parts:
+            parts = {"visual": outputs.visual_embeds.float()}
+            if outputs.audio_embeds is not None:
+                parts["audio"] = outputs.audio_embeds.float()
+        return outputs.text_embeds.float(), outputs.video_embeds.float(), parts
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         outputs = _forward(model, batch["student"])
@@ -113,14 +139,23 @@ class StudentObjective:
         loss = self.ranking(text, video, ids=ids)
         logs = {"loss/ranking": loss.item()}
         if self.args.kd_weight:
-            teacher_text, teacher_video = self.teacher_embeddings(batch)
+            teacher_text, teacher_video, teacher_parts = self.teacher_embeddings(batch)
             extra = {}
             if "feature" in self.args.kd_mode.split("+"):
                 projection = _unwrap(model).mimicry_projection
                 extra = {"student_projected_text": projection(text), "student_projected_video": projection(video)}
             kd = self.distillation(text, video, teacher_text, teacher_video[position], **extra)
-            loss = loss + self.args.kd_weight * kd
             logs["loss/distillation"] = kd.item()
+            if self.args.kd_parts:
+                # The same structure, part by part: the student's visual part learns the teacher's text-visual
+                # structure instead of leaning on the audio it is fused with.
+                student_parts = {"visual": outputs.visual_embeds, "audio": outputs.audio_embeds}
+                for name, teacher_part in teacher_parts.items():
+                    part_kd = self.distillation(text, student_parts[name].float()[position], teacher_text,
+                                                teacher_part[position])
+                    logs[f"loss/distillation_{name}"] = part_kd.item()
+                    kd = kd + part_kd
+            loss = loss + self.args.kd_weight * kd
         if self.args.disc_weight:
             disc = self.discrimination(text, video, ids=ids)
             loss = loss + self.args.disc_weight * disc

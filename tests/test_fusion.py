@@ -103,3 +103,75 @@ def test_evaluation_reports_what_each_part_of_a_fused_embedding_retrieves(tmp_pa
         for key in ("t2v_R@1", "t2v_R@5", "v2t_R@1", "rsum"):
             assert metrics[f"{part}_only_{key}"] == pytest.approx(expected[key]), (part, key)
     assert metrics["t2v_R@1"] == pytest.approx(evaluate_retrieval(texts, fused, text_to_video)["t2v_R@1"])
+
+
+def _objective_batch(batch_size=4):
+    data = inputs(batch_size, seed=1)
+    return {
+        "student": data,
+        "text_video_position": torch.arange(batch_size),
+        "video_index": torch.arange(batch_size),
+        "caption_index": torch.arange(batch_size),
+    }
+
+
+@pytest.mark.parametrize("part_pairs", [True, False])
+def test_teacher_objective_contrasts_the_parts_of_a_fused_embedding(part_pairs):
+    from modeling_mckd.losses import ContrastiveLoss, multimodal_contrastive_loss
+    from modeling_mckd.training import TeacherObjective
+
+    torch.manual_seed(0)
+    model = MCKDModel(fused_config())
+    batch = _objective_batch()
+    loss, logs = TeacherObjective(part_pairs=part_pairs)(model, batch)
+    data = batch["student"]
+    with torch.no_grad():
+        text = model.get_text_features(data["input_ids"])
+        visual = F.normalize(model.video_tower(None, data["video_features"], None), dim=-1)
+        audio = model.get_audio_features(data["audio_features"])
+        fused = F.normalize(visual + audio, dim=-1)
+    embeddings = {"text": text, "video": fused, "audio": audio}
+    pairs = None
+    if part_pairs:
+        embeddings["visual"] = visual
+        pairs = [("text", "video"), ("text", "visual"), ("text", "audio"), ("visual", "audio")]
+    expected, per_pair = multimodal_contrastive_loss(embeddings, model.get_logit_scale().detach(),
+                                                     ids=batch["video_index"], loss_fn=ContrastiveLoss(), pairs=pairs)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert {k for k in logs if k.startswith("loss/")} == {f"loss/{name}" for name in per_pair}
+    assert ("loss/text-visual" in logs) == part_pairs and ("loss/video-audio" in logs) != part_pairs
+
+
+def test_student_objective_distils_each_part_with_kd_parts():
+    from modeling_mckd.arguments import DistillArguments
+    from modeling_mckd.losses import DiscriminationLoss, DistillationLoss, RankingLoss
+    from modeling_mckd.training import StudentObjective
+
+    torch.manual_seed(0)
+    student = MCKDModel(fused_config())
+    batch = _objective_batch()
+    generator = torch.Generator().manual_seed(5)
+    teacher = {name: F.normalize(torch.randn(4, 8, generator=generator), dim=-1)
+               for name in ("text", "video", "visual", "audio")}
+    args = DistillArguments(kd_weight=2.0, disc_weight=0.5, kd_mode="kl+relation", kd_parts=True)
+    objective = StudentObjective(args, teacher_text_cache=teacher["text"], teacher_video_cache=teacher["video"],
+                                 teacher_part_caches={"visual": teacher["visual"], "audio": teacher["audio"]})
+    loss, logs = objective(student, batch)
+
+    data = batch["student"]
+    with torch.no_grad():
+        text = student.get_text_features(data["input_ids"])
+        visual = F.normalize(student.video_tower(None, data["video_features"], None), dim=-1)
+        audio = student.get_audio_features(data["audio_features"])
+        fused = F.normalize(visual + audio, dim=-1)
+    kd = DistillationLoss(mode="kl+relation", temperature=args.kd_temperature)
+    ids = batch["video_index"]
+    parts = {name: kd(text, mine, teacher["text"], teacher[name]).item()
+             for name, mine in (("video", fused), ("visual", visual), ("audio", audio))}
+    expected = (RankingLoss(margin=args.ranking_margin, max_violation=True)(text, fused, ids=ids).item()
+                + 2.0 * sum(parts.values())
+                + 0.5 * DiscriminationLoss(temperature=args.disc_temperature)(text, fused, ids=ids).item())
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert logs["loss/distillation_visual"] == pytest.approx(parts["visual"], rel=1e-5)
+    assert logs["loss/distillation_audio"] == pytest.approx(parts["audio"], rel=1e-5)
+    assert logs["loss/distillation"] == pytest.approx(parts["video"], rel=1e-5)

@@ -170,6 +170,13 @@ def test_init_from_teacher_copies_then_trains_and_refuses_a_mismatch(trained_tea
         copy_towers_from_teacher(student, OtherProcessor(), teacher, processor, "text")
 
 
+def test_kd_parts_needs_fused_models_and_says_which_fuses_nothing(trained_teacher, tiny_dataset, tmp_path):
+    distill = load_script("distill")
+    with pytest.raises(ValueError, match="--kd_parts distils the parts.*student fuses nothing"):
+        distill.main(common_args(tiny_dataset, tmp_path / "x", teacher=trained_teacher, kd_parts="true", max_steps=1,
+                                 model_overrides=json.dumps(TINY_STUDENT)))
+
+
 def test_init_from_teacher_needs_a_teacher(tiny_dataset, tmp_path):
     distill = load_script("distill")
     with pytest.raises(ValueError, match="--init_from_teacher needs --teacher"):
