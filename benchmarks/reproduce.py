@@ -92,7 +92,9 @@ def train_student(argv: list[str], kd: float, disc: float) -> dict:
     distill_args.kd_weight *= kd
     distill_args.disc_weight *= disc
     if not distill_args.kd_weight:
+        # a student trained without a teacher takes nothing from it, not even its towers
         distill_args.teacher = None
+        distill_args.init_from_teacher = ""
     return run_student(*parsed[:3], distill_args)
 
 
