@@ -352,3 +352,27 @@ def test_push_without_token_fails_before_training(tiny_dataset, tmp_path, monkey
         train.main(common_args(tiny_dataset, output_dir, max_steps=2, push_to_hub="true", hub_model_id="someone/x",
                                model_overrides=json.dumps(TINY_TEACHER)))
     assert not (output_dir / "checkpoints").exists()
+
+
+def test_default_configs_let_the_student_start_from_the_teachers_towers(tiny_dataset):
+    """configs/synthetic_*.yaml: the student's text and audio towers have the teacher's shapes (so
+    init_from_teacher works), both fuse the same modalities (so kd_parts works)."""
+    from datasets import load_from_disk
+
+    from modeling_mckd.arguments import DataArguments, DistillArguments, ModelArguments, RunArguments, parse_arguments
+    from modeling_mckd.runner import build_model_and_processor, copy_towers_from_teacher
+
+    train = load_from_disk(str(tiny_dataset))["train"]
+    built, distill_args = {}, None
+    for role in ("teacher", "student"):
+        classes = (ModelArguments, DataArguments, RunArguments) + ((DistillArguments,) if role == "student" else ())
+        parsed = parse_arguments(classes, ["--config", str(REPO / f"configs/synthetic_{role}.yaml"),
+                                           "--dataset", str(tiny_dataset)])
+        built[role] = build_model_and_processor(parsed[0], parsed[1], train)
+        distill_args = parsed[-1]
+    (student, student_processor), (teacher, teacher_processor) = built["student"], built["teacher"]
+    copied = copy_towers_from_teacher(student, student_processor, teacher, teacher_processor,
+                                      distill_args.init_from_teacher)
+    assert copied == ["text", "audio"]
+    assert distill_args.kd_parts and student.config.fuse_modalities == teacher.config.fuse_modalities == ["audio"]
+    assert student.config.vision_frame_difference and teacher.config.vision_frame_difference
