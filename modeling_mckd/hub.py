@@ -64,6 +64,9 @@ _STUDENT_LOSS_FIELDS = (
     "disc_text_weight",
     "ranking_margin",
     "ranking_max_violation",
+    "kd_parts",
+    "init_from_teacher",
+    "freeze_from_teacher",
 )
 _REQUIRED_STUDENT_LOSS_FIELDS = ("kd_weight", "disc_weight", "kd_mode", "kd_temperature")
 

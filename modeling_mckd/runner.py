@@ -412,7 +412,7 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
             training_config=training_config, teacher=teacher,
             dataset_name=data_args.dataset or "mckd-synthetic",
             dataset_type="local" if data_args.dataset else "synthetic",
-            loss_description=_loss_description(role, model), repo_id=run_args.hub_model_id,
+            loss_description=_loss_description(role, model, run_args.teacher_part_pairs), repo_id=run_args.hub_model_id,
         )
         if run_args.push_to_hub:
             from .hub import push_folder_to_hub
@@ -428,10 +428,15 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
 _CARD_METRIC = re.compile(r"rsum|[tv]2[tv]_(R@\d+|MdR|MnR)")
 
 
-def _loss_description(role: str, model) -> dict | None:
-    """The card reads the student's weights from the training config; the teacher's pairs come from the model."""
+def _loss_description(role: str, model, part_pairs: bool = True) -> dict | None:
+    """The card reads the student's weights from the training config; the teacher's pairs come from the model
+    (as ``TeacherObjective`` chooses them)."""
     if role != "teacher":
         return None
-    modalities = ["text", "video", *sorted((model.config.extra_modalities or {}).keys())]
-    pairs = [f"{a}-{b}" for i, a in enumerate(modalities) for b in modalities[i + 1 :]]
+    extra = sorted((model.config.extra_modalities or {}).keys())
+    if part_pairs and model.config.fuse_modalities:
+        pairs = ["text-video", "text-visual", *[f"text-{m}" for m in extra], *[f"visual-{m}" for m in extra]]
+    else:
+        modalities = ["text", "video", *extra]
+        pairs = [f"{a}-{b}" for i, a in enumerate(modalities) for b in modalities[i + 1 :]]
     return {"modality_pairs": pairs}

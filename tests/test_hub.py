@@ -177,6 +177,29 @@ def test_teacher_card_synthetic_and_ablation_wording():
     assert "mode `kl+relation`" in combined and "- `kl`: cross-modal" in combined and "- `relation`:" in combined
     assert "synthetic benchmark" not in baseline.text
     assert baseline.data.datasets == ["someone/msrvtt"]
+    assert "Per part" not in combined and "Towers from the teacher" not in combined
+
+    parts = student_card(training_config={**STUDENT_CONFIG["DistillArguments"], "kd_parts": True,
+                                          "init_from_teacher": "text,audio", "freeze_from_teacher": False}).text
+    assert "**Per part** (`kd_parts`)" in parts
+    assert "the student's text,audio tower(s) started as copies of the teacher's and were trained" in parts
+    frozen = student_card(training_config={**STUDENT_CONFIG["DistillArguments"], "init_from_teacher": "text",
+                                           "freeze_from_teacher": True}).text
+    assert "text tower(s) started as copies of the teacher's and stayed frozen" in frozen
+
+
+def test_teacher_card_lists_the_pairs_the_objective_used():
+    from modeling_mckd import MCKDConfig, MCKDModel
+    from modeling_mckd.runner import _loss_description
+
+    fused = MCKDModel(MCKDConfig(video_input="features", video_feature_dim=4, projection_dim=8, text_hidden_size=8,
+                                 vocab_size=20, extra_modalities={"audio": {"feature_dim": 3}},
+                                 fuse_modalities=["audio"]))
+    assert _loss_description("teacher", fused)["modality_pairs"] == [
+        "text-video", "text-visual", "text-audio", "visual-audio"]
+    assert _loss_description("teacher", fused, part_pairs=False)["modality_pairs"] == [
+        "text-video", "text-audio", "video-audio"]
+    assert _loss_description("student", fused) is None
 
 
 def test_card_argument_errors_are_clear():
