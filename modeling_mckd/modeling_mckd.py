@@ -232,6 +232,21 @@ class MCKDTemporalAggregator(nn.Module):
         return _masked_mean(hidden, mask)
 
 
+def _with_frame_differences(frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T, 2C, H, W): each frame next to its change from the previous one (zero for the
+    first frame). Padded frames (``mask`` False) are zeroed first, so garbage in them cannot reach a real frame's
+    difference. Written into one preallocated tensor: the concatenations it replaces cost a tenth of a small
+    student's forward."""
+    if mask is not None:
+        frames = torch.where(mask[:, :, None, None, None], frames, 0.0)
+    channels = frames.shape[2]
+    output = frames.new_empty(*frames.shape[:2], 2 * channels, *frames.shape[3:])
+    output[:, :, :channels] = frames
+    output[:, :1, channels:] = 0.0
+    torch.sub(frames[:, 1:], frames[:, :-1], out=output[:, 1:, channels:])
+    return output
+
+
 class MCKDVideoTower(nn.Module):
     """Per-frame encoder (HF backbone, built-in conv, or none for features) -> temporal aggregator -> projection."""
 
@@ -291,16 +306,17 @@ class MCKDVideoTower(nn.Module):
                 )
             batch, length = pixel_values_videos.shape[:2]
             mask = _as_bool_mask(video_mask, batch, length, pixel_values_videos.device, "video_mask")
+            every_frame_real = bool(mask.all())
             if self.frame_difference:
-                # each frame next to its change from the previous one (zero for the first frame); padded
-                # frames are zeroed first so that garbage in them cannot reach a real frame's difference
-                frames = torch.where(mask[:, :, None, None, None], pixel_values_videos, 0.0)
-                previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-                pixel_values_videos = torch.cat([frames, frames - previous], dim=2)
-            # only real frames go through the (expensive) frame encoder; padded slots stay zero
-            frame_embeds = self.encode_frames(pixel_values_videos[mask])
-            steps = frame_embeds.new_zeros(batch, length, frame_embeds.shape[-1])
-            steps[mask] = frame_embeds
+                pixel_values_videos = _with_frame_differences(pixel_values_videos, None if every_frame_real else mask)
+            if every_frame_real:
+                # the common case (no padding): a view instead of a masked copy in and out
+                steps = self.encode_frames(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, length))
+            else:
+                # only real frames go through the (expensive) frame encoder; padded slots stay zero
+                frame_embeds = self.encode_frames(pixel_values_videos[mask])
+                steps = frame_embeds.new_zeros(batch, length, frame_embeds.shape[-1])
+                steps[mask] = frame_embeds
         else:
             if video_features is None:
                 raise ValueError("This model takes `video_features` (B, T, D) (config video_input='features').")
