@@ -136,7 +136,9 @@ class MCKDVideoProcessor(VideoProcessorMixin):
             raise ValueError(
                 f"frames must be (T, H, W, {len(self.image_mean)}) uint8, got shape {frames.shape}."
             )
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        # contiguous (T, C, H, W) before the resize: the same values, and the antialiased resize of a
+        # small student's frames runs about a quarter faster than on the permuted (channels-last) view
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous().float()
         height, width = pixels.shape[-2:]
         if self.size is not None and min(height, width) != self.size:
             scale = self.size / min(height, width)
