@@ -545,10 +545,15 @@ class MCKDModel(MCKDPreTrainedModel):
         With `config.fuse_modalities` (e.g. `["audio"]`) the video embedding is the normalised sum of
         the visual embedding and each fused modality's embedding, so those inputs are required.
         """
-        parts = self.get_video_feature_parts(pixel_values_videos, video_features, video_mask, audio_features,
-                                             audio_mask, modality_features, modality_masks)
-        visual = parts.pop("visual")
-        return self._fuse(visual, parts) if parts else visual
+        return self.fuse_video_parts(self.get_video_feature_parts(
+            pixel_values_videos, video_features, video_mask, audio_features, audio_mask, modality_features, modality_masks
+        ))
+
+    def fuse_video_parts(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The video embedding from `get_video_feature_parts`'s output: the visual part alone, or the normalised
+        sum of every part for a model with `fuse_modalities`."""
+        fused = {name: part for name, part in parts.items() if name != "visual"}
+        return self._fuse(parts["visual"], fused) if fused else parts["visual"]
 
     def get_video_feature_parts(
         self,

@@ -27,6 +27,8 @@ from .training import (
     encode_texts,
     encode_video_parts,
     fuses_audio,
+    teacher_pairs,
+    uses_audio,
 )
 
 
@@ -429,14 +431,9 @@ _CARD_METRIC = re.compile(r"rsum|[tv]2[tv]_(R@\d+|MdR|MnR)")
 
 
 def _loss_description(role: str, model, part_pairs: bool = True) -> dict | None:
-    """The card reads the student's weights from the training config; the teacher's pairs come from the model
-    (as ``TeacherObjective`` chooses them)."""
+    """The card reads the student's weights from the training config; the teacher's pairs are those its
+    objective contrasts (`teacher_pairs`: the audio is the extra modality the trainer feeds)."""
     if role != "teacher":
         return None
-    extra = sorted((model.config.extra_modalities or {}).keys())
-    if part_pairs and model.config.fuse_modalities:
-        pairs = ["text-video", "text-visual", *[f"text-{m}" for m in extra], *[f"visual-{m}" for m in extra]]
-    else:
-        modalities = ["text", "video", *extra]
-        pairs = [f"{a}-{b}" for i, a in enumerate(modalities) for b in modalities[i + 1 :]]
-    return {"modality_pairs": pairs}
+    pairs = teacher_pairs(["audio"] if uses_audio(model) else [], part_pairs and bool(model.config.fuse_modalities))
+    return {"modality_pairs": [f"{a}-{b}" for a, b in pairs]}

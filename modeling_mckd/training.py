@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,20 @@ def _forward(model, inputs: dict):
     return model(**inputs, return_dict=True)
 
 
+def teacher_pairs(extra_modalities: Sequence[str], part_pairs: bool) -> list[tuple[str, str]]:
+    """The modality pairs the teacher contrasts, given the extra modalities it embeds (e.g. ``["audio"]``).
+
+    ``part_pairs`` (a model that fuses modalities, with ``--teacher_part_pairs``): text-video (the fused
+    retrieval embedding), text-visual, text-m and visual-m for each extra modality m. Otherwise every pair
+    of text, video and the extra modalities.
+    """
+    extra = list(extra_modalities)
+    if part_pairs:
+        return [("text", "video"), ("text", "visual"), *[("text", m) for m in extra], *[("visual", m) for m in extra]]
+    names = ["text", "video", *extra]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
 class TeacherObjective:
     """Multimodal contrastive learning: InfoNCE between every pair of co-occurring modalities.
 
@@ -78,11 +92,10 @@ class TeacherObjective:
         if getattr(outputs, "audio_embeds", None) is not None:
             embeddings["audio"] = outputs.audio_embeds.float()[position]
             extra.append("audio")
-        pairs = None
-        if self.part_pairs and _unwrap(model).config.fuse_modalities:
+        part_pairs = self.part_pairs and bool(_unwrap(model).config.fuse_modalities)
+        if part_pairs:
             embeddings["visual"] = outputs.visual_embeds.float()[position]
-            pairs = [("text", "video"), ("text", "visual"), *[("text", m) for m in extra],
-                     *[("visual", m) for m in extra]]
+        pairs = teacher_pairs(extra, part_pairs)
         loss, pair_losses = multimodal_contrastive_loss(
             embeddings, _scale(outputs), ids=batch["video_index"][position], loss_fn=self.contrastive, pairs=pairs
         )
@@ -123,11 +136,7 @@ class StudentObjective:
             return text, video, parts
         with torch.no_grad():
             outputs = self.teacher(**batch["teacher"], return_dict=True)
-        parts = {}
-        if self.args.kd_parts:
-            parts = {"visual": outputs.visual_embeds.float()}
-            if outputs.audio_embeds is not None:
-                parts["audio"] = outputs.audio_embeds.float()
+        parts = _video_parts(self.teacher, outputs) if self.args.kd_parts else {}
         return outputs.text_embeds.float(), outputs.video_embeds.float(), parts
 
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -149,9 +158,9 @@ class StudentObjective:
             if self.args.kd_parts:
                 # The same structure, part by part: the student's visual part learns the teacher's text-visual
                 # structure instead of leaning on the audio it is fused with.
-                student_parts = {"visual": outputs.visual_embeds, "audio": outputs.audio_embeds}
+                student_parts = _video_parts(model, outputs)
                 for name, teacher_part in teacher_parts.items():
-                    part_kd = self.distillation(text, student_parts[name].float()[position], teacher_text,
+                    part_kd = self.distillation(text, student_parts[name][position], teacher_text,
                                                 teacher_part[position])
                     logs[f"loss/distillation_{name}"] = part_kd.item()
                     kd = kd + part_kd
@@ -161,6 +170,12 @@ class StudentObjective:
             loss = loss + self.args.disc_weight * disc
             logs["loss/discrimination"] = disc.item()
         return loss, logs
+
+
+def _video_parts(model, outputs) -> dict[str, torch.Tensor]:
+    """The parts of a forward's fused video embedding (as `get_video_feature_parts` names them), float32."""
+    fused = _unwrap(model).config.fuse_modalities
+    return {"visual": outputs.visual_embeds.float(), **{name: outputs.modality_embeds[name].float() for name in fused}}
 
 
 def uses_audio(model) -> bool:
@@ -217,12 +232,8 @@ def encode_video_parts(model, processor, store: ClipStore, batch_size: int, devi
     chunks, failed = {}, 0
     for batch in loader:
         inputs = {k: v.to(device) for k, v in batch["model"].items()}
-        if with_parts:
-            parts = model.get_video_feature_parts(**inputs)
-            embeddings = {"video": model._fuse(parts["visual"], {k: v for k, v in parts.items() if k != "visual"}),
-                          **parts}
-        else:
-            embeddings = {"video": model.get_video_features(**inputs)}
+        parts = model.get_video_feature_parts(**inputs)
+        embeddings = {"video": model.fuse_video_parts(parts), **(parts if with_parts else {})}
         for name, value in embeddings.items():
             chunks.setdefault(name, []).append(value.float().cpu())
         failed += int(batch["num_failed"])
