@@ -115,6 +115,15 @@ def _objective_batch(batch_size=4):
     }
 
 
+@torch.no_grad()
+def _embeddings_by_hand(model, data):
+    """Text, visual part, audio part and fused video embedding, each from its own tower."""
+    text = model.get_text_features(data["input_ids"])
+    visual = F.normalize(model.video_tower(None, data["video_features"], None), dim=-1)
+    audio = model.get_audio_features(data["audio_features"])
+    return text, visual, audio, F.normalize(visual + audio, dim=-1)
+
+
 @pytest.mark.parametrize("part_pairs", [True, False])
 def test_teacher_objective_contrasts_the_parts_of_a_fused_embedding(part_pairs):
     from modeling_mckd.losses import ContrastiveLoss, multimodal_contrastive_loss
@@ -124,12 +133,7 @@ def test_teacher_objective_contrasts_the_parts_of_a_fused_embedding(part_pairs):
     model = MCKDModel(fused_config())
     batch = _objective_batch()
     loss, logs = TeacherObjective(part_pairs=part_pairs)(model, batch)
-    data = batch["student"]
-    with torch.no_grad():
-        text = model.get_text_features(data["input_ids"])
-        visual = F.normalize(model.video_tower(None, data["video_features"], None), dim=-1)
-        audio = model.get_audio_features(data["audio_features"])
-        fused = F.normalize(visual + audio, dim=-1)
+    text, visual, audio, fused = _embeddings_by_hand(model, batch["student"])
     embeddings = {"text": text, "video": fused, "audio": audio}
     pairs = None
     if part_pairs:
@@ -158,12 +162,7 @@ def test_student_objective_distils_each_part_with_kd_parts():
                                  teacher_part_caches={"visual": teacher["visual"], "audio": teacher["audio"]})
     loss, logs = objective(student, batch)
 
-    data = batch["student"]
-    with torch.no_grad():
-        text = student.get_text_features(data["input_ids"])
-        visual = F.normalize(student.video_tower(None, data["video_features"], None), dim=-1)
-        audio = student.get_audio_features(data["audio_features"])
-        fused = F.normalize(visual + audio, dim=-1)
+    text, visual, audio, fused = _embeddings_by_hand(student, batch["student"])
     kd = DistillationLoss(mode="kl+relation", temperature=args.kd_temperature)
     ids = batch["video_index"]
     parts = {name: kd(text, mine, teacher["text"], teacher[name]).item()
