@@ -180,6 +180,12 @@ def run_seed(seed: int, args) -> dict[str, dict]:
     return rows
 
 
+def _mean_std(values: list[float]) -> str:
+    """A table cell: the mean over seeds, with the sample std when there are several."""
+    mean = statistics.fmean(values)
+    return f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
 def format_table(per_seed: dict[int, dict[str, dict]]) -> str:
     names = list(next(iter(per_seed.values())))
     header = ["model", *COLUMNS, "params", "clips/s"]
@@ -188,13 +194,7 @@ def format_table(per_seed: dict[int, dict[str, dict]]) -> str:
         cells = [name]
         for key in [*[f"test_{c}" for c in COLUMNS], "num_parameters", "clips_per_s"]:
             values = [per_seed[s][name][key] for s in per_seed]
-            mean = statistics.fmean(values)
-            if key == "num_parameters":
-                cells.append(f"{int(mean):,}")
-            elif len(values) > 1:
-                cells.append(f"{mean:.1f} ± {statistics.stdev(values):.1f}")
-            else:
-                cells.append(f"{mean:.1f}")
+            cells.append(f"{int(statistics.fmean(values)):,}" if key == "num_parameters" else _mean_std(values))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -215,9 +215,7 @@ def format_parts_table(per_seed: dict[int, dict[str, dict]]) -> str | None:
     for name in names:
         cells = [name]
         for key in PART_COLUMNS:
-            values = [per_seed[s][name][f"test_{key}"] for s in per_seed]
-            mean = statistics.fmean(values)
-            cells.append(f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}")
+            cells.append(_mean_std([per_seed[s][name][f"test_{key}"] for s in per_seed]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
