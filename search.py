@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 
+from modeling_mckd.cpu_allocator import tune_cpu_allocator
 from modeling_mckd.search import (
     APPROXIMATE_KINDS,
     DEFAULT_DECODE_WORKERS,
@@ -107,6 +108,7 @@ def run_query(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_cpu_allocator()  # encoding reuses freed memory instead of page-faulting fresh pages (about 2x on CPU)
     try:
         return run_index(args) if args.command == "index" else run_query(args)
     except (IndexError_, FileNotFoundError) as error:

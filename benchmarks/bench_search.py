@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modeling_mckd.cpu_allocator import tune_cpu_allocator
 from modeling_mckd.search import (
     DEFAULT_DECODE_WORKERS,
     DEFAULT_EF_CONSTRUCTION,
@@ -281,13 +282,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    allocator = "tuned" if tune_cpu_allocator() else "default"  # as train.py / search.py run
     faiss_threads = "n/a"
     if faiss_available():
         import faiss
 
         faiss_threads = faiss.omp_get_max_threads()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), faiss threads {faiss_threads}")
+          f"({torch.get_num_threads()} threads), faiss threads {faiss_threads}, malloc {allocator}")
     with tempfile.TemporaryDirectory() as scratch:
         missing = [p for p in (args.student, args.teacher, args.videos) if not Path(p).exists()]
         if missing and not args.skip_encoding:

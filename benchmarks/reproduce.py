@@ -41,6 +41,7 @@ from modeling_mckd.arguments import (  # noqa: E402
     RunArguments,
     parse_arguments,
 )
+from modeling_mckd.cpu_allocator import tune_cpu_allocator  # noqa: E402
 from modeling_mckd.runner import run_student, run_teacher  # noqa: E402
 
 
@@ -260,6 +261,8 @@ def main(argv=None) -> None:
     if args.quick and args.synthetic_dir == parser.get_default("synthetic_dir"):
         args.synthetic_dir += "-quick"  # a different benchmark size: keep the full one intact
     logging.basicConfig(level=logging.WARNING)
+    # every model trains and is timed under the same allocator (run_teacher / run_student set it too)
+    tune_cpu_allocator()
     start = time.time()
     per_seed, seed_minutes = {}, {}
     for seed in args.seeds:

@@ -114,6 +114,11 @@ class RunArguments:
         default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else no), no, fp16, bf16."}
     )
     seed: int = 42
+    tune_cpu_allocator: bool = field(
+        default=True,
+        metadata={"help": "Let glibc's malloc keep freed memory for reuse (modeling_mckd.cpu_allocator): CPU training "
+                  "and evaluation run up to 2x faster for a little more peak memory. No effect on results."},
+    )
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every N optimiser steps (0: each epoch)."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the most recent)."})
     resume_from_checkpoint: str | None = field(

@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 
 from .arguments import DataArguments, DistillArguments, ModelArguments, RunArguments
 from .configuration_mckd import MCKDConfig
+from .cpu_allocator import tune_cpu_allocator
 from .modeling_mckd import MCKDModel
 from .processing_mckd import MCKDProcessor, MCKDVideoProcessor
 from .tokenization import build_word_tokenizer, minilm_path
@@ -239,6 +240,8 @@ def count_parameters(model) -> int:
 def run_teacher(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments) -> dict:
     """Train a teacher by multimodal contrastive learning; returns all_results."""
     _check_run_args(run_args)
+    if run_args.tune_cpu_allocator:
+        tune_cpu_allocator()
     set_seed(run_args.seed)
     datasets = load_run_dataset(data_args)
     model, processor = build_model_and_processor(model_args, data_args, datasets[data_args.train_split])
@@ -254,6 +257,8 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
                 distill_args: DistillArguments) -> dict:
     """Distil a student from a frozen teacher (or, with both weights 0, train ranking-only)."""
     _check_run_args(run_args)
+    if run_args.tune_cpu_allocator:
+        tune_cpu_allocator()
     if distill_args.teacher is None and (distill_args.kd_weight or distill_args.teacher_frame_sampling == "random"):
         raise ValueError("--teacher is required unless --kd_weight 0 (a student trained without a teacher)")
     if distill_args.teacher_frame_sampling not in {"uniform", "random"}:
