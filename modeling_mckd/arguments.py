@@ -162,6 +162,14 @@ class DistillArguments:
                   "(the teacher's text-visual and text-audio structure into the student's visual and audio parts), "
                   "so the student's frames learn what the teacher's frames know. See docs/method.md."},
     )
+    kd_anchor_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight, inside the distillation term, of dataset-level structure: each caption placed among "
+                  "the teacher's embeddings of every train video, each video (and with kd_parts each part) among "
+                  "the teacher's embeddings of every train caption (AnchorDistillationLoss). Needs the teacher's "
+                  "cache (teacher_frame_sampling uniform) and a student in the teacher's space (same "
+                  "projection_dim; init_from_teacher text helps). See docs/method.md."},
+    )
     init_from_teacher: str = field(
         default="",
         metadata={"help": "Comma-separated towers the student copies from the teacher before training: text, and/or "

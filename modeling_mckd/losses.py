@@ -35,6 +35,7 @@ from torch import nn
 
 
 __all__ = [
+    "AnchorDistillationLoss",
     "ContrastiveLoss",
     "DiscriminationLoss",
     "DistillationLoss",
@@ -648,6 +649,49 @@ class DistillationLoss(nn.Module):
             ) / 2
             total = total + self.feature_weight * feature
         return total
+
+
+# --------------------------------------------------------------------------------------------
+# AnchorDistillationLoss
+# --------------------------------------------------------------------------------------------
+
+
+class AnchorDistillationLoss(nn.Module):
+    r"""Dataset-level structure: how each instance relates to a fixed bank of the teacher's embeddings.
+
+    The in-batch losses of :class:`DistillationLoss` show the student its teacher's structure over
+    the B items of a batch. Here every student embedding is placed among ``anchors``, a bank of the
+    teacher's (L2-normalised, detached) embeddings of the other modality, typically the whole train
+    split: thousands of reference points instead of B. With ``s_i`` the student's and ``t_i`` the
+    teacher's embedding of the same item (same dim, both L2-normalised by the caller; the student
+    must live in the teacher's space, e.g. by starting its text tower from the teacher's) and
+    ``A`` the (N, D) anchors:
+
+    .. math:: L_{anchor} = \frac1B \sum_i KL\big(softmax(t_i A^\top/\tau)\,\|\,softmax(s_i A^\top/\tau)\big)
+
+    It is the SEED / CompRess idea (self-supervised distillation over a queue of teacher
+    embeddings) with a cross-modal bank: a caption is placed among the teacher's videos, a video
+    (or one part of it) among the teacher's captions.
+    """
+
+    def __init__(self, temperature: float = 0.05):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Scalar loss; see the class docstring."""
+        _check_pair("student", student, "teacher", teacher)
+        _check_embeddings("anchors", anchors)
+        if anchors.shape[1] != student.shape[1]:
+            raise ValueError(
+                f"anchors: expected dim {student.shape[1]} (the student's and teacher's), got {anchors.shape[1]}; "
+                "the student must embed into the teacher's space"
+            )
+        anchors = anchors.detach().to(student.dtype)
+        teacher = teacher.detach().to(student.dtype)
+        return _kl_rows(teacher @ anchors.T / self.temperature, student @ anchors.T / self.temperature)
 
 
 # --------------------------------------------------------------------------------------------

@@ -285,6 +285,15 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
                     f"--kd_parts: the student fuses {model.config.fuse_modalities} but {distill_args.teacher} fuses "
                     f"{teacher.config.fuse_modalities}; each part needs its counterpart"
                 )
+        if distill_args.kd_anchor_weight and distill_args.kd_weight:
+            if distill_args.teacher_frame_sampling != "uniform":
+                raise ValueError("--kd_anchor_weight places the student among the teacher's cached train embeddings: "
+                                 "it needs --teacher_frame_sampling uniform")
+            if model.config.projection_dim != teacher.config.projection_dim:
+                raise ValueError(
+                    f"--kd_anchor_weight needs the student in the teacher's space, but the student's projection_dim "
+                    f"is {model.config.projection_dim} and {distill_args.teacher}'s is {teacher.config.projection_dim}"
+                )
         copy_towers_from_teacher(model, processor, teacher, teacher_processor, distill_args.init_from_teacher,
                                  freeze=distill_args.freeze_from_teacher, teacher_name=distill_args.teacher)
     elif distill_args.init_from_teacher:

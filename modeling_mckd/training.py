@@ -32,7 +32,13 @@ from .data import (
     VideoCollator,
     choose_cache,
 )
-from .losses import ContrastiveLoss, DiscriminationLoss, DistillationLoss, RankingLoss, multimodal_contrastive_loss
+from .losses import (
+    AnchorDistillationLoss,
+    ContrastiveLoss,
+    DiscriminationLoss, DistillationLoss,
+    RankingLoss,
+    multimodal_contrastive_loss,
+)
 from .retrieval import evaluate_retrieval
 
 
@@ -116,6 +122,7 @@ class StudentObjective:
         self.args = distill_args
         self.ranking = RankingLoss(margin=distill_args.ranking_margin, max_violation=distill_args.ranking_max_violation)
         self.distillation = DistillationLoss(mode=distill_args.kd_mode, temperature=distill_args.kd_temperature)
+        self.anchor_distillation = AnchorDistillationLoss(temperature=distill_args.kd_temperature)
         self.discrimination = DiscriminationLoss(
             temperature=distill_args.disc_temperature, text_weight=distill_args.disc_text_weight
         )
@@ -155,21 +162,39 @@ class StudentObjective:
                 extra = {"student_projected_text": projection(text), "student_projected_video": projection(video)}
             kd = self.distillation(text, video, teacher_text, teacher_video[position], **extra)
             logs["loss/distillation"] = kd.item()
+            student_parts = _video_parts(model, outputs) if self.args.kd_parts else {}
             if self.args.kd_parts:
                 # The same structure, part by part: the student's visual part learns the teacher's text-visual
                 # structure instead of leaning on the audio it is fused with.
-                student_parts = _video_parts(model, outputs)
                 for name, teacher_part in teacher_parts.items():
                     part_kd = self.distillation(text, student_parts[name][position], teacher_text,
                                                 teacher_part[position])
                     logs[f"loss/distillation_{name}"] = part_kd.item()
                     kd = kd + part_kd
+            if self.args.kd_anchor_weight:
+                anchor = self.anchor_terms(text, outputs.video_embeds.float(), student_parts, teacher_text,
+                                           teacher_video, teacher_parts)
+                logs["loss/distillation_anchor"] = anchor.item()
+                kd = kd + self.args.kd_anchor_weight * anchor
             loss = loss + self.args.kd_weight * kd
         if self.args.disc_weight:
             disc = self.discrimination(text, video, ids=ids)
             loss = loss + self.args.disc_weight * disc
             logs["loss/discrimination"] = disc.item()
         return loss, logs
+
+    def anchor_terms(self, text, videos, student_parts, teacher_text, teacher_videos, teacher_parts) -> torch.Tensor:
+        """Dataset-level structure: the batch's captions among the teacher's train videos, its videos (and with
+        kd_parts each part) among the teacher's train captions. Each video counts once, however many captions."""
+        if self.teacher_text_cache is None:
+            raise ValueError("kd_anchor_weight needs the teacher's cache of the train split (teacher_frame_sampling "
+                             "uniform)")
+        text_bank = self.teacher_text_cache.to(text.device)
+        loss = self.anchor_distillation(text, teacher_text, self.teacher_video_cache.to(text.device))
+        loss = loss + self.anchor_distillation(videos, teacher_videos, text_bank)
+        for name, teacher_part in teacher_parts.items():
+            loss = loss + self.anchor_distillation(student_parts[name], teacher_part, text_bank)
+        return loss
 
 
 def _video_parts(model, outputs) -> dict[str, torch.Tensor]:

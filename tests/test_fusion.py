@@ -174,3 +174,35 @@ def test_student_objective_distils_each_part_with_kd_parts():
     assert logs["loss/distillation_visual"] == pytest.approx(parts["visual"], rel=1e-5)
     assert logs["loss/distillation_audio"] == pytest.approx(parts["audio"], rel=1e-5)
     assert logs["loss/distillation"] == pytest.approx(parts["video"], rel=1e-5)
+
+
+def test_student_objective_places_captions_videos_and_parts_among_the_teachers_train_embeddings():
+    from modeling_mckd.arguments import DistillArguments
+    from modeling_mckd.losses import AnchorDistillationLoss, DistillationLoss, RankingLoss
+    from modeling_mckd.training import StudentObjective
+
+    torch.manual_seed(0)
+    student = MCKDModel(fused_config())
+    batch = _objective_batch()
+    # the batch is videos 1, 3, 0, 5 of a train split of 7 videos (one caption each)
+    batch["video_index"] = batch["caption_index"] = torch.tensor([1, 3, 0, 5])
+    generator = torch.Generator().manual_seed(6)
+    cache = {name: F.normalize(torch.randn(7, 8, generator=generator), dim=-1)
+             for name in ("text", "video", "visual", "audio")}
+    args = DistillArguments(kd_weight=2.0, disc_weight=0.0, kd_mode="kl", kd_parts=True, kd_anchor_weight=0.5)
+    objective = StudentObjective(args, teacher_text_cache=cache["text"], teacher_video_cache=cache["video"],
+                                 teacher_part_caches={"visual": cache["visual"], "audio": cache["audio"]})
+    loss, logs = objective(student, batch)
+
+    text, visual, audio, fused = _embeddings_by_hand(student, batch["student"])
+    rows = batch["video_index"]
+    anchor = AnchorDistillationLoss(temperature=args.kd_temperature)
+    expected_anchor = (anchor(text, cache["text"][rows], cache["video"])  # a caption among every train video
+                       + sum(anchor(mine, cache[name][rows], cache["text"])  # a video among every train caption
+                             for name, mine in (("video", fused), ("visual", visual), ("audio", audio)))).item()
+    kd = DistillationLoss(mode="kl", temperature=args.kd_temperature)
+    in_batch = sum(kd(text, mine, cache["text"][rows], cache[name][rows]).item()
+                   for name, mine in (("video", fused), ("visual", visual), ("audio", audio)))
+    ranking = RankingLoss(margin=args.ranking_margin, max_violation=True)(text, fused, ids=rows).item()
+    assert logs["loss/distillation_anchor"] == pytest.approx(expected_anchor, rel=1e-5)
+    assert loss.item() == pytest.approx(ranking + 2.0 * (in_batch + 0.5 * expected_anchor), rel=1e-5)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from modeling_mckd.losses import (
+    AnchorDistillationLoss,
     ContrastiveLoss,
     DiscriminationLoss,
     DistillationLoss,
@@ -420,6 +421,42 @@ def test_distillation_bad_mode(mode):
 def test_distillation_batch_mismatch():
     with pytest.raises(ValueError, match="teacher_text has 2 rows but student_text has 3"):
         DistillationLoss()(t64(TEXT), t64(VIDEO), t64(TEXT)[:2], t64(VIDEO)[:2])
+
+
+# ------------------------------------------------------------------------------ AnchorDistillationLoss
+
+
+def test_anchor_distillation_hand_value_3x3_with_4_anchors():
+    anchors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.8, 0.0]]
+    temperature = 0.5
+    teacher = [[s / temperature for s in row] for row in gram(TEXT, anchors)]
+    student = [[s / temperature for s in row] for row in gram(VIDEO, anchors)]
+    expected = kl_rows(teacher, student)
+    got = AnchorDistillationLoss(temperature=temperature)(t64(VIDEO), t64(TEXT), t64(anchors))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_anchor_distillation_is_zero_for_the_teacher_itself_and_only_the_student_learns():
+    teacher, anchors = unit_rows(5, 4, seed=40), unit_rows(9, 4, seed=41)
+    loss = AnchorDistillationLoss(temperature=0.1)
+    assert loss(teacher.clone(), teacher, anchors).item() == pytest.approx(0.0, abs=1e-12)
+    student = unit_rows(5, 4, seed=42).requires_grad_(True)
+    teacher_leaf, anchor_leaf = teacher.clone().requires_grad_(True), anchors.clone().requires_grad_(True)
+    value = loss(student, teacher_leaf, anchor_leaf)
+    assert value.item() > 1e-3
+    value.backward()
+    assert teacher_leaf.grad is None and anchor_leaf.grad is None
+    assert torch.autograd.gradcheck(lambda s: loss(s, teacher, anchors), (student,))
+
+
+def test_anchor_distillation_bad_inputs():
+    loss = AnchorDistillationLoss()
+    with pytest.raises(ValueError, match="anchors: expected dim 3"):
+        loss(t64(TEXT), t64(TEXT), unit_rows(4, 5))
+    with pytest.raises(ValueError, match="student has 3 rows but teacher has 2"):
+        loss(t64(TEXT), t64(TEXT)[:2], t64(VIDEO))
+    with pytest.raises(ValueError, match="temperature"):
+        AnchorDistillationLoss(temperature=0.0)
 
 
 # ------------------------------------------------------------------------------ DiscriminationLoss
