@@ -217,20 +217,32 @@ class RetrievalVideoSet(TorchDataset):
             clip, failed = None, True
         # The audio is read only for a model that fuses it into its video embedding.
         audio = self.store.audio(index) if self.with_audio else None
-        inputs = process_clip(self.processor, clip, audio, training=False, rng=None)
+        if self.processor.video_processor.input_mode == "pixels":
+            # VideoCollator preprocesses the batch's frames at once (one resize for the whole batch)
+            inputs = {"frames": sample_frames(self.processor, clip, training=False, rng=None)}
+            if audio is not None:
+                inputs["audio"] = torch.from_numpy(audio)
+        else:
+            inputs = process_clip(self.processor, clip, audio, training=False, rng=None)
         return {"video_index": index, "failed": failed, "inputs": {"model": inputs}}
+
+
+def sample_frames(processor, clip: np.ndarray | None, *, training: bool, rng) -> np.ndarray:
+    """One clip's sampled uint8 frames for a pixels-mode processor; a blank frame for a clip that failed."""
+    video_processor = processor.video_processor
+    if clip is None:
+        # A blank stand-in for a clip that failed to decode, so the gallery keeps its indices.
+        side = video_processor.crop_size or video_processor.size or 1
+        clip = np.zeros((1, side, side, 3), dtype=np.uint8)
+    return clip[video_processor.sample_indices(len(clip), training=training, rng=rng)]
 
 
 def process_clip(processor, clip: np.ndarray | None, audio: np.ndarray | None, *, training: bool, rng) -> dict:
     """Sample and preprocess one clip for one model's processor (tensors without a batch axis)."""
     video_processor = processor.video_processor
     if video_processor.input_mode == "pixels":
-        if clip is None:
-            # A blank stand-in for a clip that failed to decode, so the gallery keeps its indices.
-            side = video_processor.crop_size or video_processor.size or 1
-            clip = np.zeros((1, side, side, 3), dtype=np.uint8)
-        indices = video_processor.sample_indices(len(clip), training=training, rng=rng)
-        tensor = video_processor.preprocess_frames(clip[indices], training=training, rng=rng)
+        frames = sample_frames(processor, clip, training=training, rng=rng)
+        tensor = video_processor.preprocess_frames(frames, training=training, rng=rng)
     else:
         if clip is None:
             raise VideoDecodeError("<features>", "pre-extracted features could not be read")
@@ -286,14 +298,21 @@ class TrainCollator:
 
 
 class VideoCollator:
+    """Batches evaluation items (RetrievalVideoSet); their sampled frames are preprocessed here, the whole batch
+    at once (`MCKDVideoProcessor.preprocess_clips`), with the same values as one clip at a time."""
+
     def __init__(self, processor):
         self.processor = processor
 
     def __call__(self, items: list[dict]) -> dict:
+        processed = [item["inputs"]["model"] for item in items]
+        if processed and "frames" in processed[0]:
+            clips = self.processor.video_processor.preprocess_clips([p["frames"] for p in processed])
+            processed = [{**{k: v for k, v in p.items() if k != "frames"}, "clip": clip} for p, clip in zip(processed, clips)]
         return {
             "video_index": torch.tensor([item["video_index"] for item in items]),
             "num_failed": torch.tensor(sum(item["failed"] for item in items)),
-            "model": model_inputs(self.processor, [item["inputs"]["model"] for item in items], None, 0),
+            "model": model_inputs(self.processor, processed, None, 0),
         }
 
 
@@ -316,4 +335,5 @@ __all__ = [
     "choose_cache",
     "model_inputs",
     "process_clip",
+    "sample_frames",
 ]

@@ -165,6 +165,31 @@ class MCKDVideoProcessor(VideoProcessorMixin):
             pixels = (pixels - mean) / std
         return pixels.contiguous()
 
+    def preprocess_clips(
+        self, clips: Sequence[np.ndarray], training: bool = False, rng: np.random.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """Many clips of uint8 frames (T_i, H, W, C) -> a list of float32 (T_i, C, H', W'), each exactly as
+        `preprocess_frames` makes it. Clips of the same shape go through one batched resize and normalise,
+        which is what makes a small model's preprocessing cheap. Random training crops differ per clip, so
+        those clips are done one by one."""
+        if training and self.training_crop == "random" and self.crop_size is not None:
+            return [self.preprocess_frames(clip, training, rng) for clip in clips]
+        clips = [np.asarray(clip) for clip in clips]
+        out: list[torch.Tensor | None] = [None] * len(clips)
+        groups: dict[tuple, list[int]] = {}
+        for position, clip in enumerate(clips):
+            groups.setdefault(clip.shape, []).append(position)
+        for shape, positions in groups.items():
+            if len(shape) != 4:  # preprocess_frames names the problem
+                for position in positions:
+                    out[position] = self.preprocess_frames(clips[position], training, rng)
+                continue
+            frames = np.stack([clips[position] for position in positions]).reshape(-1, *shape[1:])
+            pixels = self.preprocess_frames(frames, training, rng)
+            for position, clip in zip(positions, pixels.view(len(positions), shape[0], *pixels.shape[1:])):
+                out[position] = clip
+        return out
+
     def pad_and_stack(self, items: Sequence[torch.Tensor], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Stack per-clip tensors (T_i, ...) into (B, num_frames, ...) with a (B, num_frames) long mask (1 = real)."""
         return pad_and_stack_sequences(items, self.num_frames if length is None else length)
@@ -213,7 +238,7 @@ class MCKDVideoProcessor(VideoProcessorMixin):
         if videos is not None and video_features is not None:
             raise ValueError("Pass `videos` or `video_features`, not both.")
         if videos is not None and self.input_mode == "pixels":
-            clips = [self.preprocess_frames(self.load_frames(v, training, rng), training, rng) for v in _as_list(videos, 4)]
+            clips = self.preprocess_clips([self.load_frames(v, training, rng) for v in _as_list(videos, 4)], training, rng)
             data["pixel_values_videos"], data["video_mask"] = self.pad_and_stack(clips)
         else:
             items = video_features if video_features is not None else videos

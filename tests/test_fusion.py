@@ -94,6 +94,14 @@ def test_evaluation_reports_what_each_part_of_a_fused_embedding_retrieves(tmp_pa
     text_to_video = [row for row, caps in enumerate(videos["captions"]) for _ in caps]
     texts = encode_texts(model, processor, captions, 4, "cpu")
     batch = VideoCollator(processor)([RetrievalVideoSet(store, processor, with_audio=True)[i] for i in range(6)])
+    # the collator's batched preprocessing equals preprocessing each clip on its own
+    from modeling_mckd.data import model_inputs, process_clip
+
+    one_by_one = model_inputs(processor, [process_clip(processor, store.clip(i), store.audio(i), training=False, rng=None)
+                                          for i in range(6)], None, 0)
+    assert batch["model"].keys() == one_by_one.keys()
+    for key, value in one_by_one.items():
+        assert torch.equal(batch["model"][key], value), key
     with torch.no_grad():
         parts = model.get_video_feature_parts(**batch["model"])
         fused = model.get_video_features(**batch["model"])

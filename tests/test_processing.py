@@ -184,6 +184,41 @@ def test_random_crop_in_training_and_centre_crop_in_evaluation():
     assert offsets <= set(range(17)) and len(offsets) > 5
 
 
+def _random_clip(frames, height, width, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(frames, height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_batched_preprocessing_equals_one_clip_at_a_time(training):
+    """preprocess_clips batches clips of one shape into one resize; each result must be bit-identical to
+    preprocess_frames on that clip alone (mixed shapes, an antialiased downscale and a crop)."""
+    processor = MCKDVideoProcessor(num_frames=4, size=20, crop_size=16)
+    clips = [_random_clip(4, 40, 48, 0), _random_clip(2, 40, 48, 1), _random_clip(4, 40, 48, 2),
+             _random_clip(4, 24, 24, 3), _random_clip(2, 40, 48, 4)]
+    batched = processor.preprocess_clips(clips, training=training)
+    one_by_one = [processor.preprocess_frames(clip, training=training) for clip in clips]
+    assert [tuple(t.shape) for t in batched] == [(4, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16), (4, 3, 16, 16),
+                                                 (2, 3, 16, 16)]
+    for got, expected in zip(batched, one_by_one):
+        assert torch.equal(got, expected)
+    # the processor's batch API goes through it, padding the shorter clips
+    pixels = processor(videos=clips)["pixel_values_videos"]
+    assert torch.equal(pixels[1, :2], one_by_one[1]) and pixels[1, 2:].eq(0).all()
+
+
+def test_batched_preprocessing_keeps_one_random_crop_per_clip():
+    clips = [np.tile(np.arange(48, dtype=np.uint8)[None, None, :, None], (1, 32, 1, 3))] * 6
+    processor = MCKDVideoProcessor(num_frames=1, size=None, crop_size=32, training_crop="random",
+                                   do_rescale=False, do_normalize=False)
+    batched = processor.preprocess_clips(clips, training=True, rng=np.random.default_rng(7))
+    rng = np.random.default_rng(7)
+    for got, clip in zip(batched, clips):
+        assert torch.equal(got, processor.preprocess_frames(clip, training=True, rng=rng))
+    assert len({int(t[0, 0, 0, 0]) for t in batched}) > 1  # not one crop for all
+    with pytest.raises(ValueError, match=r"frames must be \(T, H, W, 3\)"):
+        processor.preprocess_clips([np.zeros((4, 8, 8), dtype=np.uint8)])
+
+
 def test_training_sampling_is_seeded(tiny_video_factory):
     video = tiny_video_factory(num_frames=20)
     processor = make_processor()
