@@ -206,6 +206,21 @@ def test_batched_preprocessing_equals_one_clip_at_a_time(training):
     assert torch.equal(pixels[1, :2], one_by_one[1]) and pixels[1, 2:].eq(0).all()
 
 
+def test_uint8_frames_are_resized_as_uint8_within_one_level_of_a_float_resize():
+    import torch.nn.functional as F
+
+    clip = _random_clip(3, 64, 48, 9)
+    processor = MCKDVideoProcessor(num_frames=3, size=32, crop_size=32, do_normalize=False)
+    got = processor.preprocess_frames(clip)
+    as_float = torch.from_numpy(clip).permute(0, 3, 1, 2).float()
+    expected = F.interpolate(as_float, size=(43, 32), mode="bilinear", align_corners=False, antialias=True)[:, :, 5:37]
+    assert got.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(got * 255, (got * 255).round(), rtol=0, atol=1e-4)  # whole uint8 levels
+    assert (got * 255 - expected).abs().max() < 1.0  # uint8 arithmetic (fixed-point weights): under one level
+    # frames that are not uint8 keep the float path
+    torch.testing.assert_close(processor.preprocess_frames(clip.astype(np.float32)), expected / 255)
+
+
 def test_batched_preprocessing_keeps_one_random_crop_per_clip():
     clips = [np.tile(np.arange(48, dtype=np.uint8)[None, None, :, None], (1, 32, 1, 3))] * 6
     processor = MCKDVideoProcessor(num_frames=1, size=None, crop_size=32, training_crop="random",
