@@ -17,6 +17,7 @@ from transformers.configuration_utils import SubConfigSpec
 VALID_ROLES = ("teacher", "student")
 VALID_VIDEO_INPUTS = ("pixels", "features")
 VALID_VISION_ENCODERS = ("hf", "conv")
+VALID_CONV_ACTIVATIONS = ("gelu", "relu")
 VALID_VISION_POOLINGS = ("pooler", "cls", "mean")
 VALID_TEXT_ENCODERS = ("hf", "builtin")
 VALID_TEXT_POOLINGS = ("cls", "mean", "eos", "pooler")
@@ -78,6 +79,8 @@ class MCKDConfig(PreTrainedConfig):
             move) survives; 1 is a plain global average pool.
         vision_spatial_pooling (`str`, defaults to `"avg"`): how the built-in encoder pools each grid
             cell: `"avg"` or `"max"` (max keeps a small object's response undiluted by the background).
+        vision_activation (`str`, defaults to `"gelu"`): the built-in encoder's activation after each
+            conv: `"gelu"` or `"relu"` (cheaper on CPU; the synthetic default's student uses it).
         vision_frame_difference (`bool`, defaults to `False`): the built-in encoder also sees each
             frame minus the previous one (zero for the first), a cheap motion cue: what moves stands
             out from a static background and static clutter.
@@ -139,6 +142,7 @@ class MCKDConfig(PreTrainedConfig):
     vision_num_layers: int = 3
     vision_spatial_grid: int = 2
     vision_spatial_pooling: str = "avg"
+    vision_activation: str = "gelu"
     vision_frame_difference: bool = False
     num_channels: int = 3
     video_feature_dim: int | None = None
@@ -282,6 +286,7 @@ class MCKDConfig(PreTrainedConfig):
                 _check_positive_int("vision_num_layers", self.vision_num_layers)
                 _check_positive_int("vision_spatial_grid", self.vision_spatial_grid)
                 _check_choice("vision_spatial_pooling", self.vision_spatial_pooling, ("avg", "max"))
+                _check_choice("vision_activation", self.vision_activation, VALID_CONV_ACTIVATIONS)
         elif self.video_feature_dim is None:
             raise ValueError("`video_feature_dim` is required for video_input='features' (the size of one frame feature).")
         else:

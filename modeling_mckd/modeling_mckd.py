@@ -156,16 +156,18 @@ def _build_hf_backbone(backbone_config, drop_pooler: bool) -> PreTrainedModel:
 # building blocks
 # ---------------------------------------------------------------------------------------------
 class MCKDConvFrameEncoder(nn.Module):
-    """A small per-frame encoder: stride-2 3x3 convolutions + GELU, pooled to a coarse
+    """A small per-frame encoder: stride-2 3x3 convolutions + GELU (or ReLU), pooled to a coarse
     `spatial_grid x spatial_grid` layout (a global average pool would forget where objects are),
     flattened and projected back to `width`, then LayerNorm."""
 
-    def __init__(self, num_channels: int, width: int, num_layers: int, spatial_grid: int = 1, pooling: str = "avg"):
+    def __init__(self, num_channels: int, width: int, num_layers: int, spatial_grid: int = 1, pooling: str = "avg",
+                 activation: str = "gelu"):
         super().__init__()
         layers = []
         in_channels = num_channels
         for _ in range(num_layers):
-            layers += [nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1), nn.GELU()]
+            layers += [nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1),
+                       nn.ReLU() if activation == "relu" else nn.GELU()]
             in_channels = width
         self.convs = nn.Sequential(*layers)
         self.spatial_grid = spatial_grid
@@ -268,6 +270,7 @@ class MCKDVideoTower(nn.Module):
             self.frame_encoder = MCKDConvFrameEncoder(
                 config.num_channels * (2 if self.frame_difference else 1), config.vision_hidden_size,
                 config.vision_num_layers, config.vision_spatial_grid, config.vision_spatial_pooling,
+                config.vision_activation,
             )
             frame_dim = config.vision_hidden_size
         hidden = config.resolved_temporal_hidden_size

@@ -118,6 +118,7 @@ def text_batch(batch=3, length=7, vocab=50, seed=0):
         (dict(logit_scale_max=0.0), "logit_scale_max"),
         (dict(pad_token_id=1000), "pad_token_id"),
         (dict(vision_spatial_pooling="median"), "vision_spatial_pooling"),
+        (dict(vision_activation="swish"), "vision_activation"),
         (dict(vision_backbone="x", vision_frame_difference=True), "vision_frame_difference"),
     ],
 )
@@ -307,14 +308,19 @@ def test_masked_frames_do_not_change_the_video_embedding(aggregator):
     assert not torch.allclose(unmasked, alone, atol=1e-3)  # the garbage would matter without the mask
 
 
-def test_frame_difference_input_and_max_pooling_match_a_by_hand_computation():
-    model = seeded_model(tiny(vision_frame_difference=True, vision_spatial_pooling="max", temporal_aggregator="mean"))
+@pytest.mark.parametrize("activation", ["gelu", "relu"])
+def test_frame_difference_input_and_max_pooling_match_a_by_hand_computation(activation):
+    model = seeded_model(tiny(vision_frame_difference=True, vision_spatial_pooling="max", temporal_aggregator="mean",
+                              vision_activation=activation))
     encoder = model.video_tower.frame_encoder
     assert encoder.convs[0].in_channels == 6
     video = torch.randn(2, 5, 3, 32, 32)
     with torch.no_grad():
         differences = torch.cat([torch.zeros_like(video[:, :1]), video[:, 1:] - video[:, :-1]], dim=1)
-        maps = encoder.convs(torch.cat([video, differences], dim=2).flatten(0, 1))  # (10, C, 8, 8)
+        maps = torch.cat([video, differences], dim=2).flatten(0, 1)
+        for layer in encoder.convs:
+            if isinstance(layer, torch.nn.Conv2d):
+                maps = F.relu(layer(maps)) if activation == "relu" else F.gelu(layer(maps))  # ends (10, C, 8, 8)
         cells = maps.unflatten(2, (2, 4)).unflatten(4, (2, 4)).amax(dim=(3, 5))  # max over each 4x4 cell
         frames = encoder.norm(encoder.grid_projection(cells.flatten(1))).view(2, 5, -1)
         aggregator = model.video_tower.aggregator
