@@ -80,7 +80,7 @@ class MCKDConfig(PreTrainedConfig):
         vision_spatial_pooling (`str`, defaults to `"avg"`): how the built-in encoder pools each grid
             cell: `"avg"` or `"max"` (max keeps a small object's response undiluted by the background).
         vision_activation (`str`, defaults to `"gelu"`): the built-in encoder's activation after each
-            conv: `"gelu"` or `"relu"` (cheaper on CPU; the synthetic default's student uses it).
+            conv: `"gelu"` or `"relu"` (cheaper on CPU).
         vision_frame_difference (`bool`, defaults to `False`): the built-in encoder also sees each
             frame minus the previous one (zero for the first), a cheap motion cue: what moves stands
             out from a static background and static clutter.
