@@ -65,6 +65,7 @@ _STUDENT_LOSS_FIELDS = (
     "ranking_margin",
     "ranking_max_violation",
     "kd_parts",
+    "kd_anchor_weight",
     "init_from_teacher",
     "freeze_from_teacher",
 )

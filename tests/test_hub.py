@@ -186,6 +186,12 @@ def test_teacher_card_synthetic_and_ablation_wording():
     frozen = student_card(training_config={**STUDENT_CONFIG["DistillArguments"], "init_from_teacher": "text",
                                            "freeze_from_teacher": True}).text
     assert "text tower(s) started as copies of the teacher's and stayed frozen" in frozen
+    assert "Dataset-level structure" not in parts  # kd_anchor_weight absent
+    anchored = student_card(training_config={**STUDENT_CONFIG["DistillArguments"], "kd_parts": True,
+                                             "kd_anchor_weight": 0.5}).text
+    assert "**Dataset-level structure** (`kd_anchor_weight` = 0.5)" in anchored and "(and each part)" in anchored
+    unanchored = student_card(training_config={**STUDENT_CONFIG["DistillArguments"], "kd_anchor_weight": 0.0}).text
+    assert "Dataset-level structure" not in unanchored
 
 
 def test_teacher_card_lists_the_pairs_the_objective_used():
