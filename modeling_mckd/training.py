@@ -35,7 +35,8 @@ from .data import (
 from .losses import (
     AnchorDistillationLoss,
     ContrastiveLoss,
-    DiscriminationLoss, DistillationLoss,
+    DiscriminationLoss,
+    DistillationLoss,
     RankingLoss,
     multimodal_contrastive_loss,
 )

@@ -177,6 +177,22 @@ def test_kd_parts_needs_fused_models_and_says_which_fuses_nothing(trained_teache
                                  model_overrides=json.dumps(TINY_STUDENT)))
 
 
+def test_kd_anchor_weight_needs_the_teachers_space_and_its_cache(trained_teacher, tiny_dataset, tmp_path):
+    distill = load_script("distill")
+    with pytest.raises(ValueError, match="student's projection_dim is 16 and .*'s is 32"):
+        distill.main(common_args(tiny_dataset, tmp_path / "x", teacher=trained_teacher, kd_anchor_weight=1,
+                                 max_steps=1, model_overrides=json.dumps(TINY_STUDENT)))
+    same_space = json.dumps({**TINY_STUDENT, "projection_dim": 32})
+    with pytest.raises(ValueError, match="--kd_anchor_weight .* needs --teacher_frame_sampling uniform"):
+        distill.main(common_args(tiny_dataset, tmp_path / "y", teacher=trained_teacher, kd_anchor_weight=1,
+                                 teacher_frame_sampling="random", max_steps=1, model_overrides=same_space))
+    output_dir = tmp_path / "anchored"
+    distill.main(common_args(tiny_dataset, output_dir, teacher=trained_teacher, kd_anchor_weight=0.5, max_steps=2,
+                             eval_strategy="no", model_overrides=same_space))
+    history = json.loads((output_dir / "training_history.json").read_text())
+    assert all(step["loss/distillation_anchor"] > 0 for step in history)
+
+
 def test_init_from_teacher_needs_a_teacher(tiny_dataset, tmp_path):
     distill = load_script("distill")
     with pytest.raises(ValueError, match="--init_from_teacher needs --teacher"):
