@@ -4,9 +4,10 @@ By default glibc serves every allocation above 128 KiB (raised dynamically up to
 fresh ``mmap`` and returns it to the kernel on ``free``. A conv video tower allocates activations of
 tens of MiB at every layer, so each forward and backward pass page-faults its way through freshly
 zeroed pages again. Raising the mmap threshold and the trim threshold keeps that memory in the
-heap, where the next batch reuses it. Measured on the 2-core machine (docs/results.md, "CPU
-allocator"): teacher video encoding 218 -> 504 clips/s, student 1,070 -> 1,494, a teacher training
-step about 1.4x faster, for about 160 MB more peak memory.
+heap, where the next batch reuses it. Measured on the 2-core machine with
+``benchmarks/bench_cpu_allocator.py`` (docs/results.md, Cost): the default teacher's video encoding
+2.15x faster and its training step 1.72x faster, for 134 MB more peak memory per process; the small
+student, whose allocations glibc already reuses, is unchanged.
 
 It is what ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do, set from inside the process;
 it only changes how memory is recycled, never a computed value. On a C library other than glibc
