@@ -132,6 +132,35 @@ def _embeddings_by_hand(model, data):
     return text, visual, audio, F.normalize(visual + audio, dim=-1)
 
 
+def test_a_clip_that_cannot_be_decoded_is_a_blank_masked_stand_in_in_a_batched_evaluation(tmp_path):
+    """The evaluation collator preprocesses a batch at once; a clip that failed to decode is a one-frame blank of
+    another shape in it, masked after its first frame and counted, and the other clips are untouched."""
+    from dataset_scripts.synthetic import generate_synthetic
+    from modeling_mckd import MCKDProcessor, MCKDVideoProcessor, build_word_tokenizer
+    from modeling_mckd.data import ClipStore, RetrievalVideoSet, VideoCollator, model_inputs, process_clip
+
+    videos = generate_synthetic(tmp_path / "syn", seed=0, num_train=2, num_val=0, num_test=3, num_frames=8,
+                                frame_size=32)["test"]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    paths = list(videos["video"])
+    paths[1] = str(broken)
+    videos = videos.remove_columns("video").add_column("video", paths)
+    processor = MCKDProcessor(video_processor=MCKDVideoProcessor(num_frames=4, size=16, crop_size=16),
+                              tokenizer=build_word_tokenizer(["a clip"]))
+    store = ClipStore(videos, input_mode="pixels", cache=True)
+    dataset = RetrievalVideoSet(store, processor)
+    batch = VideoCollator(processor)([dataset[i] for i in range(3)])
+    pixels, mask = batch["model"]["pixel_values_videos"], batch["model"]["video_mask"]
+    assert int(batch["num_failed"]) == 1 and pixels.shape == (3, 4, 3, 16, 16)
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
+    blank = (0 - torch.tensor(processor.video_processor.image_mean)) / torch.tensor(processor.video_processor.image_std)
+    torch.testing.assert_close(pixels[1, 0], blank.view(3, 1, 1).expand(3, 16, 16))
+    for row in (0, 2):
+        alone = model_inputs(processor, [process_clip(processor, store.clip(row), None, training=False, rng=None)], None, 0)
+        assert torch.equal(pixels[row], alone["pixel_values_videos"][0])
+
+
 @pytest.mark.parametrize("part_pairs", [True, False])
 def test_teacher_objective_contrasts_the_parts_of_a_fused_embedding(part_pairs):
     from modeling_mckd.losses import ContrastiveLoss, multimodal_contrastive_loss
