@@ -319,8 +319,10 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
                 teacher, teacher_processor, store, run_args.per_device_eval_batch_size, device,
                 fused_only=not distill_args.kd_parts,
             )
-            objective.teacher_video_cache = teacher_videos.pop("video")
-            objective.teacher_part_caches = teacher_videos
+            # on the training device once, not copied there at every step (the anchor term reads all of it)
+            objective.teacher_text_cache = objective.teacher_text_cache.to(device)
+            objective.teacher_video_cache = teacher_videos.pop("video").to(device)
+            objective.teacher_part_caches = {name: cache.to(device) for name, cache in teacher_videos.items()}
         else:
             # The collator and the train set share one processors dict: register the teacher once.
             objective.teacher = teacher
