@@ -61,7 +61,7 @@ DEFAULT_AUDIO = REPO / "data/synthetic/audio"
 
 def make_standins(folder: Path, num_clips: int) -> tuple[Path, Path, Path, Path]:
     """Random-weight preset models (the default run's sizes) and a folder of small mp4 clips + audio."""
-    from dataset_scripts.synthetic import write_mp4
+    from modeling_mckd.data_prep.synthetic import write_mp4
     from modeling_mckd import (
         MCKDConfig,
         MCKDModel,

@@ -74,7 +74,7 @@ class ClipStore:
             clip = read_frames(self.video_paths[index])
         else:
             if self._feature_loader is None:
-                from dataset_scripts.features import load_feature_ref
+                from modeling_mckd.data_prep.features import load_feature_ref
 
                 self._feature_loader = load_feature_ref
             clip = np.asarray(self._feature_loader(self.feature_refs[index]), dtype=np.float32)

@@ -54,7 +54,7 @@ def load_run_dataset(data_args: DataArguments):
                 )
             return load_from_disk(str(path))
         return load_dataset(data_args.dataset)
-    from dataset_scripts.synthetic import generate_synthetic
+    from modeling_mckd.data_prep.synthetic import generate_synthetic
 
     overrides = {
         key: value
@@ -88,7 +88,7 @@ def video_feature_dim(videos) -> int | None:
         return None
     for ref in videos["features"]:
         if ref is not None:
-            from dataset_scripts.features import load_feature_ref
+            from modeling_mckd.data_prep.features import load_feature_ref
 
             return int(load_feature_ref(ref).shape[-1])
     return None

@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from dataset_scripts.common import (
+from modeling_mckd.data_prep.common import (
     CAPTION_FEATURES,
     DATASET_FEATURES,
     AnnotationError,

@@ -11,8 +11,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from dataset_scripts.common import AnnotationError, MissingVideosError, expand_captions
-from dataset_scripts.msrvtt import (
+from modeling_mckd.data_prep.common import AnnotationError, MissingVideosError, expand_captions
+from modeling_mckd.data_prep.msrvtt import (
     build_msrvtt,
     load_msrvtt_json,
     main,

@@ -11,8 +11,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from dataset_scripts.common import AnnotationError, expand_captions
-from dataset_scripts.msvd import (
+from modeling_mckd.data_prep.common import AnnotationError, expand_captions
+from modeling_mckd.data_prep.msvd import (
     UnsafePickleError,
     build_msvd,
     detect_caption_format,

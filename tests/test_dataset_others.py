@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from dataset_scripts import features as features_module
-from dataset_scripts.common import AnnotationError, MissingVideosError, expand_captions
-from dataset_scripts.features import (
+from modeling_mckd.data_prep import features as features_module
+from modeling_mckd.data_prep.common import AnnotationError, MissingVideosError, expand_captions
+from modeling_mckd.data_prep.features import (
     BigFile,
     bigfile_ref,
     build_features,
@@ -23,8 +23,8 @@ from dataset_scripts.features import (
     read_textdata_captions,
     read_video2frames,
 )
-from dataset_scripts.tgif import build_tgif, gif_video_id
-from dataset_scripts.vatex import build_vatex, parse_vatex_video_id
+from modeling_mckd.data_prep.tgif import build_tgif, gif_video_id
+from modeling_mckd.data_prep.vatex import build_vatex, parse_vatex_video_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -323,9 +323,9 @@ def test_cli_help(script):
 
 def test_command_lines_build_the_same_datasets_as_the_functions(tmp_path, vatex_files, tgif_files):
     """Each CLI's main() passes its options through to its build_* function."""
-    from dataset_scripts import features as features_cli
-    from dataset_scripts import tgif as tgif_cli
-    from dataset_scripts import vatex as vatex_cli
+    from modeling_mckd.data_prep import features as features_cli
+    from modeling_mckd.data_prep import tgif as tgif_cli
+    from modeling_mckd.data_prep import vatex as vatex_cli
 
     training, validation = vatex_files
     vatex = vatex_cli.main(["--training_json", str(training), "--validation_json", str(validation),

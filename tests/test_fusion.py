@@ -69,7 +69,7 @@ def test_fusion_round_trips_through_save_pretrained(tmp_path):
 def test_evaluation_reports_what_each_part_of_a_fused_embedding_retrieves(tmp_path):
     """evaluate_split(with_parts=True): visual-only and audio-only retrieval, each equal to a by-hand evaluation of
     that part, next to the fused metrics (which the parts must not change)."""
-    from dataset_scripts.synthetic import generate_synthetic
+    from modeling_mckd.data_prep.synthetic import generate_synthetic
     from modeling_mckd import MCKDProcessor, MCKDVideoProcessor, build_word_tokenizer
     from modeling_mckd.data import ClipStore, RetrievalVideoSet, VideoCollator
     from modeling_mckd.retrieval import evaluate_retrieval
@@ -135,7 +135,7 @@ def _embeddings_by_hand(model, data):
 def test_a_clip_that_cannot_be_decoded_is_a_blank_masked_stand_in_in_a_batched_evaluation(tmp_path):
     """The evaluation collator preprocesses a batch at once; a clip that failed to decode is a one-frame blank of
     another shape in it, masked after its first frame and counted, and the other clips are untouched."""
-    from dataset_scripts.synthetic import generate_synthetic
+    from modeling_mckd.data_prep.synthetic import generate_synthetic
     from modeling_mckd import MCKDProcessor, MCKDVideoProcessor, build_word_tokenizer
     from modeling_mckd.data import ClipStore, RetrievalVideoSet, VideoCollator, model_inputs, process_clip
 

@@ -70,7 +70,7 @@ def audio_teacher_dir(tmp_path_factory) -> Path:
 
 def write_clip(path: Path, seed: int, num_frames: int = 6, size: int = 32) -> Path:
     """A real H.264 mp4 of random frames (each clip different, so rankings have no ties)."""
-    from dataset_scripts.synthetic import write_mp4
+    from modeling_mckd.data_prep.synthetic import write_mp4
 
     frames = np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)

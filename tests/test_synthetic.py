@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_scripts import synthetic
-from dataset_scripts.synthetic import (
+from modeling_mckd.data_prep import synthetic
+from modeling_mckd.data_prep.synthetic import (
     COLOUR_PITCH,
     COLOUR_WORDS,
     MOTION_WORDS,
@@ -238,7 +238,7 @@ def test_cli_help_and_run(tmp_path):
 def test_rendering_workers_need_no_importable_main(tmp_path):
     """A caller whose __main__ is not a file (python -c / stdin / notebooks) still gets 2 workers."""
     code = (
-        "from dataset_scripts.synthetic import generate_synthetic; "
+        "from modeling_mckd.data_prep.synthetic import generate_synthetic; "
         f"ds = generate_synthetic({str(tmp_path / 'c')!r}, num_train=8, num_val=2, num_test=2, num_frames=4, "
         "frame_size=16, workers=2); print(sorted((k, len(v)) for k, v in ds.items()))"
     )

@@ -35,7 +35,7 @@ def load_script(name: str):
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from dataset_scripts.synthetic import generate_synthetic
+    from modeling_mckd.data_prep.synthetic import generate_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_synthetic(root, seed=0, num_train=32, num_val=8, num_test=8, num_frames=8, frame_size=32)

@@ -288,7 +288,7 @@ def attach_side_files(
                 notes.append(f"{split}: {rows.num_missing} video(s) have no audio file (audio=None)")
         if features_dir is not None:
             # Imported here: features.py imports this module.
-            from dataset_scripts.features import attach_feature_refs
+            from modeling_mckd.data_prep.features import attach_feature_refs
 
             rows, missing_ids = attach_feature_refs(rows, features_dir, missing=missing)
             if missing_ids:
