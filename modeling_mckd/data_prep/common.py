@@ -21,6 +21,8 @@ from typing import Any, Literal
 import datasets
 from datasets import Dataset, DatasetDict, Features, List, Value
 
+from modeling_mckd.output_guard import check_output_dir, is_saved_dataset_dict, path_arguments
+
 logger = logging.getLogger(__name__)
 
 #: Split names, in the order they are written.
@@ -343,6 +345,9 @@ def push_dataset_dict(dataset_dict: DatasetDict, repo_id: str, *, private: bool 
     logger.info("pushed to https://huggingface.co/datasets/%s", repo_id)
 
 
+_DATASET_OUTPUT_EXPECTED = "a new or empty folder, or a dataset this command saved there before"
+
+
 def write_dataset_dict(
     rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]],
     output_dir: str | os.PathLike,
@@ -350,6 +355,7 @@ def write_dataset_dict(
     description: str = "",
     push_to_hub: str | None = None,
     private: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
 ) -> DatasetDict:
     """Write one split per key of ``rows_by_split`` to ``output_dir`` and return it, loaded back.
 
@@ -360,14 +366,21 @@ def write_dataset_dict(
     stored in each split's ``DatasetInfo.description``. With ``push_to_hub="user/name"`` the
     written DatasetDict is then pushed (a failure raises :class:`HubPushError`; the local copy
     stays).
+
+    Only a folder that is absent, empty or a DatasetDict saved before (and nothing else) is
+    replaced; the current directory, a folder above it, the home folder and ``inputs`` (or a
+    folder holding one) are refused with an :class:`~modeling_mckd.output_guard.OutputFolderError`
+    before anything is written.
     """
+    output_dir = check_output_dir(
+        output_dir, is_own=is_saved_dataset_dict, inputs=inputs, expected=_DATASET_OUTPUT_EXPECTED
+    )
     validate_rows(rows_by_split)
     if not rows_by_split:
         raise ValueError("no split to write: rows_by_split is empty")
     for split, rows in rows_by_split.items():
         if not rows:
             raise ValueError(f"split {split!r} has no row to write (every video missing?)")
-    output_dir = Path(output_dir).resolve()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
@@ -456,6 +469,10 @@ class CommonArguments:
     push_to_hub: str | None = None
     private: bool = False
 
+    def input_paths(self) -> list[str]:
+        """The media folders given (an output folder must not be one of them or hold one)."""
+        return [path for path in (self.videos_dir, self.audio_dir, self.features_dir) if path]
+
     def builder_kwargs(self) -> dict:
         """The keyword arguments every ``build_*`` function takes besides its annotations."""
         return {
@@ -510,7 +527,12 @@ def parse_arguments(script_arguments: type, argv: Sequence[str] | None = None, *
     parser = HfArgumentParser(script_arguments, description=description)
     add_common_arguments(parser)
     script_args, namespace = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    return script_args, common_arguments_from_namespace(namespace)
+    common = common_arguments_from_namespace(namespace)
+    # Before any annotation is read: an output folder that would swallow an input or foreign files
+    # is refused in a second, not after the whole build.
+    inputs = path_arguments([*dataclasses.asdict(script_args).values(), *common.input_paths()])
+    check_output_dir(common.output_dir, is_own=is_saved_dataset_dict, inputs=inputs, expected=_DATASET_OUTPUT_EXPECTED)
+    return script_args, common
 
 
 def setup_logging() -> None:
@@ -525,6 +547,7 @@ def run_cli(main) -> None:
     try:
         main()
     except (AnnotationError, MissingVideosError, HubPushError, FileNotFoundError, ValueError) as error:
+        # ValueError covers OutputFolderError: a refused --output_dir is a one-line error too
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
