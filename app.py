@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 import os
 import sys
 import time
@@ -25,6 +26,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import gradio as gr
 from gradio.data_classes import FileData
+
+logger = logging.getLogger("app")
 
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 20  # number of video slots on the page, i.e. the slider's upper end
@@ -55,16 +58,21 @@ def served_video(hit) -> dict:
     return gr.update(value=video.model_dump(), label=hit_label(hit), visible=True)
 
 
-def served_paths(index) -> list[str]:
-    """The folders gradio may serve files from (its `allowed_paths`): the index's video folder, plus the
-    folders that symlinks in it point into, since gradio checks the resolved path of every file."""
-    root = Path(index.video_root).resolve()
-    paths = {root}
+def served_files(index) -> list[str]:
+    """The exact files gradio may serve (its `allowed_paths`): each indexed clip's real path, never a folder.
+
+    A clip is served only when it is a video file that resolves inside the index's video folder
+    (`VideoIndex.video_file`): a symlink out of the folder, or any other file beside the clips (a
+    `.env`, notes), stays unreachable. gradio resolves each request's path before comparing it.
+    """
+    files = []
     for video_id in index.ids:
-        target = (root / video_id).resolve()
-        if not target.is_relative_to(root):
-            paths.add(target.parent)
-    return sorted(str(path) for path in paths)
+        path = index.video_file(video_id)
+        if path is None:
+            logger.warning("not serving %r: not a video file inside %s", video_id, index.video_root)
+        else:
+            files.append(str(path))
+    return sorted(set(files))
 
 
 def check_index(index: str | os.PathLike | None) -> Path:
@@ -101,18 +109,32 @@ def hit_label(hit) -> str:
     return f"{hit.rank}. {hit.video_id}  ·  score {hit.score:.{SCORE_DIGITS}f}"
 
 
-def page_outputs(searcher, query: str, k: int, slots: int) -> list:
-    """What a search puts on the page: the status line, then one update per video slot (hits first)."""
+def page_outputs(searcher, query: str, k: int, slots: int, served: set[str] | None = None) -> list:
+    """What a search puts on the page: the status line, then one update per video slot (hits first).
+
+    With `served` (the `served_files` of the index), a hit whose clip is not among them is left out
+    and counted in the status line instead of being offered to the browser.
+    """
     start = time.perf_counter()
     hits = search_videos(searcher, query, k)
     seconds = time.perf_counter() - start
+    withheld = 0
+    if served is not None:
+        kept = [hit for hit in hits if _real_path(hit.path) in served]
+        withheld, hits = len(hits) - len(kept), kept
     if not (query or "").strip():
         status = "Type a description of the video you are looking for and press Enter."
     else:
         status = f"{len(hits)} of {len(searcher.index)} videos for “{query.strip()}” ({seconds * 1000:.0f} ms)"
+        if withheld:
+            status += f"; {withheld} not shown (not a video file inside the indexed folder)"
     shown = [served_video(hit) for hit in hits]
     hidden = [gr.update(value=None, visible=False) for _ in range(slots - len(hits))]
     return [status, *shown, *hidden]
+
+
+def _real_path(path: str) -> str:
+    return str(Path(path).resolve())
 
 
 def build_demo(searcher, top_k: int = DEFAULT_TOP_K) -> gr.Blocks:
@@ -121,14 +143,17 @@ def build_demo(searcher, top_k: int = DEFAULT_TOP_K) -> gr.Blocks:
     slots = max(1, min(max(MAX_TOP_K, top_k), size))
     top_k = max(1, min(top_k, slots))
 
+    served = set(served_files(searcher.index))
+
     def run(query: str, k: int):
-        return page_outputs(searcher, query, k, slots)
+        return page_outputs(searcher, query, k, slots, served)
 
     style = {} if _STYLE_AT_LAUNCH else {"theme": THEME, "css": CSS}
     with gr.Blocks(title="MCKD video search", analytics_enabled=False, **style) as demo:
         gr.Markdown(
             f"## Text-to-video search\n{size} videos indexed, model `{searcher.index.model}`. "
             "Scores are cosine similarities between the sentence and each video."
+            + (f"\n\n**Warning:** {searcher.index.incomplete_message()}." if not searcher.index.complete else "")
         )
         with gr.Row(equal_height=True):
             query = gr.Textbox(
@@ -146,6 +171,7 @@ def build_demo(searcher, top_k: int = DEFAULT_TOP_K) -> gr.Blocks:
         for event in (query.submit, button.click, k.release):
             event(run, [query, k], outputs, postprocess=False)  # see served_video
     demo.searcher = searcher  # for callers that want the API next to the page (tests)
+    demo.served_files = sorted(served)
     return demo
 
 
@@ -172,7 +198,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kwargs)
         server_name=host,
         server_port=port,
         share=False,
-        allowed_paths=served_paths(demo.searcher.index),
+        allowed_paths=demo.served_files,  # exact files, never a folder (see served_files)
         show_error=True,
         **style,
         **kwargs,
@@ -189,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         searcher = load_searcher(args.index, args.model, device=args.device)
-    except IndexError_ as error:  # a broken index, a missing or mismatched model
+    except IndexError_ as error:  # a broken or tampered index, a missing or mismatched model
         sys.exit(f"app.py: {error}")
     launch(build_demo(searcher, args.top_k), host=args.host, port=args.port)
 

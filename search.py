@@ -18,6 +18,7 @@ import logging
 import sys
 
 from modeling_mckd.cpu_allocator import tune_cpu_allocator
+from modeling_mckd.output_guard import OutputFolderError
 from modeling_mckd.search import (
     APPROXIMATE_KINDS,
     DEFAULT_DECODE_WORKERS,
@@ -92,6 +93,9 @@ def run_query(args) -> int:
     searcher = VideoSearcher.from_index(args.index, model=args.model, device=args.device,
                                         use_faiss=False if args.exact else None)
     searcher.index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
+    incomplete = searcher.index.incomplete_message()
+    if incomplete:
+        print(f"search.py query: warning: {incomplete}", file=sys.stderr)
     results = searcher.query_batch(args.queries, k=args.top_k)
     if args.json:
         lists = [[hit.to_dict() for hit in hits] for hits in results]
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_cpu_allocator()  # encoding reuses freed memory instead of page-faulting fresh pages (about 2x on CPU)
     try:
         return run_index(args) if args.command == "index" else run_query(args)
-    except (IndexError_, FileNotFoundError) as error:
+    except (IndexError_, OutputFolderError, FileNotFoundError) as error:
         # expected problems (a wrong folder, a mismatched model, a corrupt index): one line, no traceback
         print(f"search.py {args.command}: error: {error}", file=sys.stderr)
         return 1

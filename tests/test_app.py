@@ -14,6 +14,7 @@ import shutil
 import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -140,15 +141,63 @@ def test_page_outputs_and_layout(app, searcher):
     assert all(fn.postprocess is False for fn in demo.fns.values())
 
 
-def test_served_paths_follow_symlinks(app, searcher, tmp_path):
-    # gradio checks resolved paths: a clip linked in from elsewhere needs its real folder allowed too
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "root" / "sub").mkdir(parents=True)
-    (tmp_path / "elsewhere" / "real.mp4").write_bytes(b"")
-    (tmp_path / "root" / "sub" / "linked.mp4").symlink_to(tmp_path / "elsewhere" / "real.mp4")
-    (tmp_path / "root" / "plain.mp4").write_bytes(b"")
-    index = type(searcher.index)(np.eye(2, dtype=np.float32), ["plain.mp4", "sub/linked.mp4"], tmp_path / "root")
-    assert app.served_paths(index) == sorted([str((tmp_path / "root").resolve()), str((tmp_path / "elsewhere").resolve())])
+def clip_folder_with_traps(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """A video folder with two real clips and what must never be served next to them."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    write_noise_clip(root / "plain.mp4", seed=1, size=32)
+    write_noise_clip(root / "sub" / "nested.mp4", seed=2, size=32)
+    write_noise_clip(outside / "private.mp4", seed=3, size=32)
+    (root / ".env").write_text("HF_TOKEN=hf_secret_beside_the_clips\n")
+    (root / "notes.txt").write_text("not a video\n")
+    (root / "linked.mp4").symlink_to(outside / "private.mp4")  # a clip that resolves out of the root
+    (root / "env.mp4").symlink_to(root / ".env")  # a video name for a non-video file: served only if a file
+    return root, {"outside": outside / "private.mp4", "env": root / ".env", "notes": root / "notes.txt",
+                  "linked": root / "linked.mp4"}
+
+
+def test_served_files_are_exactly_the_clips_inside_the_root(app, searcher, tmp_path):
+    root, traps = clip_folder_with_traps(tmp_path)
+    ids = ["linked.mp4", "notes.txt", "plain.mp4", "sub/nested.mp4"]
+    index = type(searcher.index)(np.eye(4, dtype=np.float32), ids, root)
+    # files, never a folder; the symlink out of the root and the non-video file are left out
+    assert app.served_files(index) == [str((root / "plain.mp4").resolve()), str((root / "sub" / "nested.mp4").resolve())]
+    # a traversal id cannot even make an index
+    from modeling_mckd.search import IndexError_
+
+    for bad in ("../outside/private.mp4", "/etc/passwd", "sub/../../x.mp4", "a\\..\\b.mp4"):
+        with pytest.raises(IndexError_, match="video id"):
+            type(searcher.index)(np.eye(1, dtype=np.float32), [bad], root)
+
+
+def test_http_serves_only_the_indexed_clips(app, searcher, tmp_path):
+    """The page's file route: 200 for an indexed clip, 403 for every other path (gradio's own check)."""
+    root, traps = clip_folder_with_traps(tmp_path)
+    ids = ["env.mp4", "linked.mp4", "plain.mp4"]
+    index = type(searcher.index)(np.eye(3, 16, dtype=np.float32), ids, root)
+    demo = app.build_demo(type(searcher)(searcher.model, searcher.processor, index), top_k=2)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/gradio_api/file="
+    try:
+        app.launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+
+        def status(path) -> tuple[int, bytes]:
+            try:
+                with urllib.request.urlopen(base + str(path), timeout=10) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read()
+
+        code, body = status(root / "plain.mp4")
+        assert code == 200 and body == (root / "plain.mp4").read_bytes()
+        for path in (traps["env"], root / "env.mp4", traps["notes"], traps["linked"], traps["outside"], root,
+                     root / "sub", Path("/etc/passwd"), root / ".." / "outside" / "private.mp4"):
+            code, body = status(path)
+            assert code == 403, (path, code)
+            assert b"hf_secret" not in body
+    finally:
+        demo.close()
 
 
 def test_missing_index_is_a_clear_error(app, tmp_path, monkeypatch, capsys):

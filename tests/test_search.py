@@ -432,3 +432,96 @@ def test_corrupt_embeddings_file_is_a_clear_error(student_dir, videos, tmp_path)
         VideoIndex.load(out)
     with pytest.raises(IndexError_, match=EMBEDDINGS_FILE):  # resuming does not silently start over either
         build_index(student_dir, videos, out, progress=False)
+
+
+# -- the trust boundary: ids, faiss_file, the model, the output folder (issue 14) -------------------
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda info: {**info, "ids": ["../../../etc/passwd"]}, r"'ids'\[0\] '../../../etc/passwd' must not contain '..'"),
+        (lambda info: {**info, "ids": ["/etc/passwd"]}, "not an absolute path"),
+        (lambda info: {**info, "ids": ["sub\\..\\..\\x.mp4"]}, "backslash"),
+        (lambda info: {**info, "failed": [{"video_id": "../x.mp4", "reason": "r"}]}, "'failed' video_id"),
+        (lambda info: {**info, "faiss_file": "../../etc/passwd"}, "'faiss_file' '../../etc/passwd' must be a plain file"),
+        (lambda info: {**info, "faiss_file": "/etc/passwd"}, "'faiss_file'"),
+        (lambda info: {**info, "complete": "yes"}, "'complete'"),
+    ],
+)
+def test_tampered_index_json_is_refused(student_dir, videos, tmp_path, tamper, message):
+    out = tmp_path / "index"
+    build_index(student_dir, videos, out, progress=False, use_faiss=False)
+    path = out / INDEX_JSON
+    path.write_text(json.dumps(tamper(json.loads(path.read_text()))))
+    with pytest.raises(IndexError_, match=message) as error:
+        VideoIndex.load(out)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss is not installed")
+def test_faiss_file_linked_out_of_the_index_or_unreadable(student_dir, videos, tmp_path, caplog):
+    out = tmp_path / "index"
+    build_index(student_dir, videos, out, progress=False)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT " * 10)
+    (out / "index.faiss").unlink()
+    (out / "index.faiss").symlink_to(secret)  # the recorded name, but a link to a file elsewhere
+    with pytest.raises(IndexError_, match="'faiss_file' 'index.faiss' resolves outside the index folder"):
+        VideoIndex.load(out)
+    # a garbage file inside the folder: a warning that names it, never its bytes, and an exact search
+    (out / "index.faiss").unlink()
+    (out / "index.faiss").write_text("TOP-SECRET-CONTENT " * 10)
+    index = VideoIndex.load(out)
+    assert "not a readable FAISS index" in caplog.text and "TOP-SECRET" not in caplog.text
+    assert index.approximate is None and len(index.search(np.ones((1, 16), np.float32), 2)[1][0]) == 2
+
+
+def test_query_with_another_model_is_refused(student_dir, other_student_dir, videos, tmp_path):
+    out = tmp_path / "index"
+    build_index(student_dir, videos, out, progress=False, use_faiss=False)
+    with pytest.raises(IndexError_, match="model_fingerprint") as error:
+        VideoSearcher.from_index(out, model=str(other_student_dir))
+    assert str(out / INDEX_JSON) in str(error.value)
+    # the recorded folder now holding other weights is caught the same way
+    path = out / INDEX_JSON
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model": str(other_student_dir)}))
+    with pytest.raises(IndexError_, match="model_fingerprint"):
+        VideoSearcher.from_index(out)
+
+
+def test_incomplete_index_is_announced(student_dir, videos, tmp_path, capsys, caplog):
+    out = tmp_path / "index"
+    build_index(student_dir, videos, out, progress=False, use_faiss=False)
+    assert VideoIndex.load(out).complete and VideoIndex.load(out).incomplete_message() is None
+    path = out / INDEX_JSON
+    path.write_text(json.dumps({**json.loads(path.read_text()), "complete": False}))
+    index = VideoIndex.load(out)
+    assert not index.complete and "did not finish" in caplog.text
+    cli = load_cli()
+    assert cli.main(["query", "--index", str(out), "-k", "2", CAPTIONS[0]]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the index holds 4 video(s) but its build did not finish" in err
+
+
+def test_index_output_folder_is_guarded(student_dir, videos, tmp_path, monkeypatch, capsys):
+    """`search.py index` never writes into the current directory, an input or someone else's folder."""
+    cli = load_cli()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    monkeypatch.chdir(mine)
+    for out, message in ((".", "is the current directory"), ("..", "above the current directory"),
+                         (str(mine), "is the current directory"), (str(videos), "is the input"),
+                         (str(student_dir), "is the input")):
+        assert cli.main(["index", "--model", str(student_dir), "--videos", str(videos), "--out", out,
+                         "--no_progress"]) == 1
+        err = capsys.readouterr().err
+        assert f"--out {out!r}" in err and message in err
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="is not empty and does not hold"):
+        build_index(student_dir, videos, mine, progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "my notes"
+    # its own earlier index is resumed in place
+    build_index(student_dir, videos, tmp_path / "index", progress=False, use_faiss=False)
+    assert build_index(student_dir, videos, tmp_path / "index", progress=False, use_faiss=False).skipped == 4

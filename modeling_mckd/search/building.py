@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..output_guard import check_output_dir
 from .faiss_index import _faiss, build_faiss_index, default_nprobe, faiss_available
 from .index_format import (
     APPROXIMATE_KINDS,
@@ -77,6 +78,11 @@ class IndexReport:
         kind = self.approximate or "exact"
         text += f"; faiss {kind} index written" if self.faiss_written else "; no faiss index (exact torch search)"
         return text
+
+
+def _holds_index_json(folder: Path) -> bool:
+    # read_index_json then checks that it is really ours (format field) before anything is written
+    return (folder / INDEX_JSON).is_file()
 
 
 class _IndexState:
@@ -150,9 +156,10 @@ def build_index(
     if not root.is_dir():
         raise IndexNotFoundError(f"--videos {str(videos)!r}: no such folder")
     root = root.resolve()
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise IndexError_(f"--out {str(out)!r} exists and is not a folder")
+    # Never write into the current directory, home, an input, or a folder of someone else's files.
+    model_inputs = [model] if Path(model).expanduser().exists() else []
+    out = check_output_dir(out, is_own=_holds_index_json, inputs=[root, audio_dir, *model_inputs], what="--out",
+                           expected="a new or empty folder, or an index folder written by `search.py index`")
     ids = list_video_files(root)
     if not ids:
         raise IndexError_(f"--videos {str(root)!r}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in it")

@@ -74,6 +74,38 @@ def _write_json(path: Path, data: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def id_problem(video_id: object) -> str | None:
+    """Why ``video_id`` is not a safe id (a relative posix path below the video folder), or None.
+
+    Checked on the text alone, before any path is built from it: an id from a tampered index.json
+    must not reach outside its folder (``..``, an absolute path, a backslash, a NUL byte).
+    Symlinks are checked against the disk by :func:`path_inside`.
+    """
+    if not isinstance(video_id, str) or not video_id:
+        return "must be a non-empty string"
+    if "\\" in video_id or "\0" in video_id:
+        return "must not contain a backslash or a NUL byte"
+    if video_id.startswith("/"):
+        return "must be relative to the video folder, not an absolute path"
+    if any(part in ("", ".", "..") for part in video_id.split("/")):
+        return "must not contain '..', '.' or empty path parts"
+    return None
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain file name inside the index folder (the ``faiss_file`` field), or None."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return "must be a plain file name inside the index folder"
+    return None
+
+
+def path_inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` resolved (symlinks followed), or None when it lands outside ``root``."""
+    real_root = Path(root).resolve()
+    target = (real_root / relative).resolve()
+    return target if target != real_root and target.is_relative_to(real_root) else None
+
+
 def _bad(path: Path, message: str) -> IndexError_:
     return IndexError_(f"{path}: {message}")
 
@@ -116,12 +148,17 @@ def read_index_json(index_dir: str | os.PathLike) -> dict:
     if dim <= 0:
         raise _bad(path, f"field 'dim' must be positive, got {dim}")
     ids = _require(data, "ids", list, path)
-    if not all(isinstance(i, str) for i in ids):
-        raise _bad(path, "field 'ids' must be a list of strings")
+    for position, video_id in enumerate(ids):
+        problem = id_problem(video_id)
+        if problem is not None:
+            raise _bad(path, f"field 'ids'[{position}] {_short(video_id)} {problem}")
     failed = _require(data, "failed", list, path)
     for entry in failed:
         if not isinstance(entry, dict) or not isinstance(entry.get("video_id"), str) or not isinstance(entry.get("reason"), str):
             raise _bad(path, "field 'failed' must be a list of {'video_id': str, 'reason': str, ...}")
+        problem = id_problem(entry["video_id"])
+        if problem is not None:
+            raise _bad(path, f"field 'failed' video_id {_short(entry['video_id'])} {problem}")
     approximate = _require(data, "approximate", str, path, optional=True)
     if approximate is not None and approximate not in APPROXIMATE_KINDS:
         raise _bad(path, f"field 'approximate' must be null, 'ivf' or 'hnsw', got {approximate!r}")
@@ -129,8 +166,17 @@ def read_index_json(index_dir: str | os.PathLike) -> dict:
     for key, value in search_params.items():
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise _bad(path, f"field 'search_params.{key}' must be a positive integer, got {value!r}")
-    _require(data, "faiss_file", str, path, optional=True)
+    faiss_file = _require(data, "faiss_file", str, path, optional=True)
+    if faiss_file is not None and file_name_problem(faiss_file):
+        raise _bad(path, f"field 'faiss_file' {_short(faiss_file)} {file_name_problem(faiss_file)}")
+    _require(data, "complete", bool, path, optional=True)
     return data
+
+
+def _short(value: object) -> str:
+    """A field's value for an error message, cut short (a tampered file may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def read_embeddings(index_dir: str | os.PathLike) -> tuple[torch.Tensor, list[list]]:

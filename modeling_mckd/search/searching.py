@@ -26,9 +26,12 @@ from .faiss_index import (
 from .index_format import (
     EMBEDDINGS_FILE,
     INDEX_JSON,
+    VIDEO_EXTENSIONS,
     IndexError_,
     IndexNotFoundError,
     _bad,
+    id_problem,
+    path_inside,
     read_embeddings,
     read_index_json,
 )
@@ -69,6 +72,10 @@ class VideoIndex:
     ):
         self.embeddings = torch.from_numpy(_as_float32_matrix(embeddings))
         self.ids = list(ids)
+        for video_id in self.ids:
+            problem = id_problem(video_id)
+            if problem is not None:
+                raise IndexError_(f"video id {video_id!r} {problem}")
         if self.embeddings.shape[0] != len(self.ids):
             raise IndexError_(f"{self.embeddings.shape[0]} embeddings but {len(self.ids)} ids")
         self.video_root = Path(video_root)
@@ -78,6 +85,30 @@ class VideoIndex:
         self.info = info or {}
         self.failed: list[dict] = list(self.info.get("failed", []))
         self.model_fingerprint: str | None = self.info.get("model_fingerprint")
+        # False only for an index.json written mid-run (an interrupted or still running `search.py index`)
+        self.complete: bool = bool(self.info.get("complete", True))
+
+    def video_file(self, video_id: str) -> Path | None:
+        """The real path of ``video_id``'s clip when it may be shown, else None.
+
+        Only an existing, non-hidden file with a video extension that resolves (symlinks followed)
+        inside the video folder, under a video name too, qualifies: the web page serves exactly these.
+        """
+        if id_problem(video_id) is not None or not video_id.lower().endswith(VIDEO_EXTENSIONS):
+            return None
+        target = path_inside(self.video_root, video_id)
+        if target is None or not target.is_file() or not target.name.lower().endswith(VIDEO_EXTENSIONS):
+            return None  # a link named like a clip may point at a .env beside the clips
+        hidden = any(part.startswith(".") for part in target.relative_to(Path(self.video_root).resolve()).parts)
+        return None if hidden else target
+
+    def incomplete_message(self) -> str | None:
+        """A sentence saying the index is incomplete (for query output and the page), or None."""
+        if self.complete:
+            return None
+        return (f"the index holds {len(self)} video(s) but its build did not finish (index.json 'complete' is "
+                "false: interrupted or still running); results miss the videos not encoded yet. Run "
+                "`search.py index` again to finish it")
 
     @property
     def dim(self) -> int:
@@ -109,8 +140,11 @@ class VideoIndex:
         elif info.get("approximate"):
             logger.info("%s: searching exactly with torch (faiss %s)", index_dir,
                         "not installed" if not faiss_available() else "disabled")
-        return cls(embeddings if len(rows) else torch.empty(0, info["dim"]), info["ids"], info["video_root"],
-                   info["model"], faiss_index=faiss_index, approximate=approximate, info=info)
+        index = cls(embeddings if len(rows) else torch.empty(0, info["dim"]), info["ids"], info["video_root"],
+                    info["model"], faiss_index=faiss_index, approximate=approximate, info=info)
+        if not index.complete:
+            logger.warning("%s: %s", index_dir, index.incomplete_message())
+        return index
 
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Trade speed for recall on an approximate index (ignored by an exact one)."""
@@ -151,15 +185,23 @@ class VideoIndex:
 
 
 def _load_faiss(index_dir: Path, info: dict, embeddings: torch.Tensor):
-    """The saved FAISS index when it matches the embeddings; otherwise an exact one built now."""
+    """The saved FAISS index when it matches the embeddings; otherwise an exact one built now.
+
+    ``faiss_file`` must name a file inside the index folder (a link out of it is refused); a file
+    that FAISS cannot read is reported without its content (a tampered name could point anywhere).
+    """
     faiss = _faiss()
     name = info.get("faiss_file")
-    path = index_dir / name if name else None
+    path = None
+    if name:
+        path = path_inside(index_dir, name)
+        if path is None:
+            raise _bad(index_dir / INDEX_JSON, f"field 'faiss_file' {name!r} resolves outside the index folder")
     if path is not None and path.is_file():
         try:
             index = faiss.read_index(str(path))
-        except RuntimeError as error:
-            logger.warning("%s unreadable (%s): searching with an exact index built now", path, error)
+        except RuntimeError:
+            logger.warning("%s is not a readable FAISS index: searching with an exact index built now", path)
         else:
             if index.ntotal == embeddings.shape[0] and index.d == embeddings.shape[1]:
                 params = info.get("search_params") or {}
@@ -192,9 +234,13 @@ class VideoSearcher:
         index = VideoIndex.load(index_dir, use_faiss=use_faiss)
         loaded, processor = load_model(model or index.model, device)
         searcher = cls(loaded, processor, index, device)
-        if model is not None and index.model_fingerprint and model_fingerprint(loaded, processor) != index.model_fingerprint:
-            logger.warning("--model %s is not the model that built %s (%s): scores may be meaningless",
-                           model, index_dir, index.model)
+        # Another model (or the recorded path now holding other weights) embeds texts in another space.
+        if index.model_fingerprint and model_fingerprint(loaded, processor) != index.model_fingerprint:
+            raise IndexError_(
+                f"{Path(index_dir) / INDEX_JSON}: the model {model or index.model!r} is not the one that built this "
+                f"index (field 'model_fingerprint' differs: other weights or preprocessing); query with the "
+                f"model that built it ({index.model!r}), or index the videos again with this one"
+            )
         return searcher
 
     @torch.no_grad()
