@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -359,8 +359,62 @@ def write_model_card(output_dir: str | Path, **kwargs: Any) -> Path:
 # -- upload ----------------------------------------------------------------------------------
 
 
-def _mentions(error: BaseException, secret: str) -> bool:
+# What a token or an Authorization header looks like, for text whose token is not known to the caller.
+_TOKEN_PATTERNS = (
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+"),
+    re.compile(r"(?i)\bbearer\s+[^\s'\",}]+"),
+    re.compile(r"\bhf_[A-Za-z0-9]{8,}"),
+)
+REDACTED = "<redacted>"
+
+
+def redact(text: str, token: str | None = None) -> str:
+    """``text`` with ``token``, any Authorization header value, Bearer credential and ``hf_...`` token replaced."""
+    if token:
+        text = text.replace(token, REDACTED)
+    text = _TOKEN_PATTERNS[0].sub(lambda m: m.group(1) + REDACTED, text)
+    text = _TOKEN_PATTERNS[1].sub("Bearer " + REDACTED, text)
+    return _TOKEN_PATTERNS[2].sub(REDACTED, text)
+
+
+def call_hub(action: Callable[[], Any], *, failure: str, token: str | None = None,
+             error_type: type[Exception] = HubPushError, wrap_all: bool = True) -> Any:
+    """Run one Hub call (``action()``) so that no token can reach output through its failure.
+
+    Any exception becomes ``error_type(f"{failure} ({type}: {message})")`` with the token redacted
+    (:func:`redact`), raised outside the ``except`` block with no cause chained: a chained exception
+    would print the original message, token included, in a traceback. With ``wrap_all=False`` an
+    exception that carries no credential is re-raised as it is (callers that handle its type keep it).
+    ``token`` None redacts the token ``huggingface_hub`` would use (``HF_TOKEN`` or the stored login).
+    """
+    if token is None:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    failed: str | None = None
+    try:
+        return action()
+    except Exception as error:
+        text = f"{type(error).__name__}: {error}"
+        if not wrap_all and not _mentions(error, token) and redact(_chain_text(error), token) == _chain_text(error):
+            raise
+        failed = redact(text, token)
+    raise error_type(f"{failure} ({failed})")
+
+
+def _chain_text(error: BaseException) -> str:
+    parts, seen, current = [], set(), error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{current} {current.args!r}")
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+def _mentions(error: BaseException, secret: str | None) -> bool:
     """Whether ``secret`` appears in the error or anything chained to it."""
+    if not secret:
+        return False
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -432,8 +486,8 @@ def push_folder_to_hub(
 
     api = HfApi(token=resolved_token, library_name="mckd")
     logger.info("pushing %s to %s on %s", folder, repo_id, api.endpoint)
-    redacted_failure: str | None = None
-    try:
+
+    def upload():
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         # The Hub answers with the full id ("user/name" when only "name" was given): use it.
         full_repo_id = repo_url.repo_id
@@ -447,12 +501,10 @@ def push_folder_to_hub(
             revision=revision,
             ignore_patterns=list(ignore_patterns),
         )
-    except Exception as error:
-        if not _mentions(error, resolved_token):
-            raise
-        redacted_failure = f"{type(error).__name__}: {error}".replace(resolved_token, "<redacted>")
-    if redacted_failure is not None:
-        # Raised outside the except block so that no chained exception still holds the token.
-        raise HubPushError(f"push to {repo_id} failed: {redacted_failure}")
+        return repo_url, full_repo_id, commit
+
+    repo_url, full_repo_id, commit = call_hub(
+        upload, failure=f"push to {repo_id} failed", token=resolved_token, wrap_all=False
+    )
     logger.info("pushed %s as commit %s", full_repo_id, commit.oid)
     return str(repo_url)

@@ -398,3 +398,61 @@ def test_in_process_push_error_never_carries_the_token(tmp_path, caplog, capsys,
         push_folder_to_hub(tmp_path, "someone/model", token=SECRET)
     captured = capsys.readouterr()
     assert SECRET not in str(offline_error.value) + caplog.text + captured.out + captured.err
+
+
+# -- one redaction path for every Hub call -----------------------------------------------------
+
+
+def test_redact_covers_the_token_headers_and_hf_tokens():
+    text = f"500 for url; Authorization={'Bearer ' + SECRET}; headers {{'authorization': 'Bearer other'}} hf_abcdefgh1234"
+    redacted = hub.redact(text, SECRET)
+    assert SECRET not in redacted and "other" not in redacted and "hf_abcdefgh1234" not in redacted
+    assert redacted.startswith("500 for url; Authorization=<redacted>")
+    assert hub.redact("nothing secret here", None) == "nothing secret here"
+
+
+def test_call_hub_raises_without_a_chained_token():
+    def failing():
+        raise RuntimeError(f"server said: Authorization: Bearer {SECRET}")
+
+    with pytest.raises(HubPushError) as error:
+        hub.call_hub(failing, failure="pushing x failed", token=SECRET)
+    assert str(error.value) == "pushing x failed (RuntimeError: server said: Authorization: <redacted>)"
+    assert error.value.__cause__ is None and error.value.__context__ is None
+    with pytest.raises(KeyError):  # wrap_all=False keeps a credential-free error as it is
+        hub.call_hub(lambda: {}["missing"], failure="f", token=SECRET, wrap_all=False)
+
+
+DATASET_PUSH_SCRIPT = r"""
+import logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+from modeling_mckd.data_prep.common import make_row, run_cli, write_dataset_dict
+rows = {"train": [make_row("v1", ["a caption"], "train")]}
+run_cli(lambda: write_dataset_dict(rows, sys.argv[1], push_to_hub="someone/mckd-dataset"))
+"""
+
+
+class EchoingHub(hub_server.HubStandIn):
+    """The stand-in failing every request with the Authorization header in its answer (the worst server)."""
+
+    def handle(self, request):
+        self.requests.append(request)
+        return 500, {"error": f"stand-in failure, Authorization={request.headers.get('authorization')}"}, {}
+
+
+def test_dataset_push_failure_never_prints_the_token(tmp_path):
+    """A dataset --push-to-hub against a Hub that fails and echoes the Authorization header."""
+    with EchoingHub() as server:
+        env = {k: v for k, v in os.environ.items()
+               if k not in {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TRANSFORMERS_OFFLINE"} and "proxy" not in k.lower()}
+        env.update(HF_ENDPOINT=server.url, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "home"), HF_TOKEN=SECRET,
+                   HF_DEBUG="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_XET="1",
+                   NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONPATH=str(REPO_ROOT))
+        completed = subprocess.run([sys.executable, "-c", DATASET_PUSH_SCRIPT, str(tmp_path / "ds")], env=env,
+                                   capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+        echoed = [r for r in server.requests if r.headers.get("authorization") == f"Bearer {SECRET}"]
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert echoed, "the client never sent the token: the test would prove nothing"
+    assert "someone/mckd-dataset" in completed.stderr and "<redacted>" in completed.stderr
+    assert SECRET not in completed.stdout and SECRET not in completed.stderr
+    assert "Traceback" not in completed.stderr

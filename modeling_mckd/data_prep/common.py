@@ -335,13 +335,18 @@ def make_dataset_dict(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]], 
 
 
 def push_dataset_dict(dataset_dict: DatasetDict, repo_id: str, *, private: bool = False, source: str = "dataset") -> None:
-    """``dataset_dict.push_to_hub(repo_id)``; any failure becomes a one-line :class:`HubPushError`."""
-    try:
-        dataset_dict.push_to_hub(repo_id, private=private)
-    except Exception as error:  # offline, no token, network...: say what failed, keep the cause chained
-        raise HubPushError(
-            f"pushing {source} to the Hub dataset repo {repo_id!r} failed ({type(error).__name__}: {error})"
-        ) from error
+    """``dataset_dict.push_to_hub(repo_id)``; any failure becomes a one-line :class:`HubPushError`.
+
+    The message never holds the token: it goes through ``modeling_mckd.hub.call_hub``, which
+    redacts it (and any Authorization header a server echoes) and chains no cause that still has it.
+    """
+    from modeling_mckd.hub import call_hub  # here, not at the top: the Hub client is only needed to push
+
+    call_hub(
+        lambda: dataset_dict.push_to_hub(repo_id, private=private),
+        failure=f"pushing {source} to the Hub dataset repo {repo_id!r} failed",
+        error_type=HubPushError,
+    )
     logger.info("pushed to https://huggingface.co/datasets/%s", repo_id)
 
 
