@@ -338,27 +338,19 @@ def test_two_processes_match_one_process_gradients(tiny_dataset, tmp_path):
 def test_two_process_distillation_runs_several_steps_and_writes_once(trained_teacher, tiny_dataset, tmp_path,
                                                                     teacher_frame_sampling):
     """accelerate launch distill.py with 2 CPU processes (the student preset at tiny sizes, ranking + distillation +
-    discrimination): several steps, where the student's unused logit_scale used to stop DDP at the second. The
-    student's losses are in-batch per process, so one process sees the same global batch as two micro-batches of
-    gradient accumulation: the first step's gradients are equal. The results are printed once (main process)."""
+    discrimination) runs several steps, where the student's unused logit_scale used to stop DDP at the second, and
+    prints its results once (main process). The student's losses are in-batch per process (no gather)."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     base = ["--max_steps", "3", "--eval_strategy", "no", "--model_overrides", json.dumps(TINY_STUDENT),
             "--teacher", str(trained_teacher), "--teacher_frame_sampling", teacher_frame_sampling,
             "--captions_per_video", "2"]
-    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    single = subprocess.run(
-        [sys.executable, str(REPO / "distill.py"), *common_args(tiny_dataset, tmp_path / "p1", per_device_train_batch_size=8,
-                                                               gradient_accumulation_steps=2), *base],
-        env={**env, "MCKD_DUMP_FIRST_STEP_GRADS": str(one)}, cwd=REPO, capture_output=True, text=True,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    two = tmp_path / "two.safetensors"
     output_dir = tmp_path / "p2"
     launched = _launch_two_processes(
         "distill.py", [*common_args(tiny_dataset, output_dir, per_device_train_batch_size=8), *base],
         {**env, "MCKD_DUMP_FIRST_STEP_GRADS": str(two)}, 29518 + (teacher_frame_sampling == "random"),
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
-    _assert_same_gradients(one, two)
     assert "logit_scale" not in load_file(two)  # frozen: the student objective never reads it
     assert launched.stdout.count('"role": "student"') == 1, launched.stdout[-2000:]
     history = json.loads((output_dir / "training_history.json").read_text())
