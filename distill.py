@@ -12,7 +12,7 @@ import json
 import logging
 
 from modeling_mckd.arguments import DataArguments, DistillArguments, ModelArguments, RunArguments, parse_arguments
-from modeling_mckd.runner import run_student
+from modeling_mckd.runner import is_main_process, run_student
 
 
 def main(argv=None) -> dict:
@@ -20,10 +20,13 @@ def main(argv=None) -> dict:
         (ModelArguments, DataArguments, RunArguments, DistillArguments), argv, defaults={"model_preset": "student"}
     )
     results = run_student(model_args, data_args, run_args, distill_args)
-    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (list, dict))}, indent=2, default=float))
+    if is_main_process():  # under accelerate launch, one copy of the results
+        print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (list, dict))}, indent=2, default=float))
     return results
 
 
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     main()

@@ -2,7 +2,7 @@
 """Train an MCKD teacher by multimodal contrastive learning.
 
     python train.py --output_dir runs/teacher                  # synthetic default
-    accelerate launch train.py --dataset data/msrvtt --config configs/msrvtt_teacher.yaml --output_dir runs/t
+    accelerate launch train.py --config configs/synthetic_teacher.yaml --dataset data/msrvtt --output_dir runs/t
 
 See `python train.py --help` for every argument; a `--config` YAML/JSON file sets any of them.
 """
@@ -11,16 +11,19 @@ import json
 import logging
 
 from modeling_mckd.arguments import DataArguments, ModelArguments, RunArguments, parse_arguments
-from modeling_mckd.runner import run_teacher
+from modeling_mckd.runner import is_main_process, run_teacher
 
 
 def main(argv=None) -> dict:
     model_args, data_args, run_args = parse_arguments((ModelArguments, DataArguments, RunArguments), argv)
     results = run_teacher(model_args, data_args, run_args)
-    print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (list, dict))}, indent=2, default=float))
+    if is_main_process():  # under accelerate launch, one copy of the results
+        print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (list, dict))}, indent=2, default=float))
     return results
 
 
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     main()

@@ -1,12 +1,12 @@
 """MCKD: text-video retrieval with multimodal contrastive knowledge distillation.
 
-Importing the package registers the MCKD classes with `AutoConfig`, `AutoModel`,
-`AutoVideoProcessor` and `AutoProcessor`, and marks them for `save_pretrained` to write `auto_map`
+Importing the package registers the MCKD classes with `AutoConfig`, `AutoModel` and
+`AutoProcessor`, and marks them for `save_pretrained` to write `auto_map`
 and copy the code files, so a saved folder loads with `trust_remote_code=True` where this package
 is not installed.
 
-Submodules with heavier or optional roles (`losses`, `retrieval`, `training`, `hub`) are not
-imported here: `from modeling_mckd.losses import ContrastiveLoss`.
+Submodules with heavier or optional roles (`losses`, `retrieval`, `encoding`, `objectives`,
+`training`, `runner`, `feature_store`, `hub`, `search`, `data_prep`) are not imported here: `from modeling_mckd.losses import ContrastiveLoss`.
 """
 
 from transformers import AutoConfig, AutoModel, AutoProcessor

@@ -46,7 +46,6 @@ class DataArguments:
         metadata={"help": "Captions drawn per video in a training batch (>1 lets the discrimination "
                   "loss see captions of the same video together)."},
     )
-    max_text_length: int = 32
     cache_frames: str = field(
         default="auto",
         metadata={"help": "Keep decoded clips in memory: auto (when the split is small), yes, no."},
@@ -133,9 +132,6 @@ class RunArguments:
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private_repo: bool = False
-    debug_dump_first_step_grads: str | None = field(
-        default=None, metadata={"help": "Testing aid: save the first step's gradients (main process) here."}
-    )
 
 
 @dataclass

@@ -10,8 +10,9 @@ processes, draws exactly what an uninterrupted single-process run draws.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ class ClipStore:
             clip = read_frames(self.video_paths[index])
         else:
             if self._feature_loader is None:
-                from modeling_mckd.data_prep.features import load_feature_ref
+                from .feature_store import load_feature_ref
 
                 self._feature_loader = load_feature_ref
             clip = np.asarray(self._feature_loader(self.feature_refs[index]), dtype=np.float32)
@@ -140,11 +141,21 @@ def caption_offsets(captions: Sequence[Sequence[str]]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(c) for c in captions])]).astype(np.int64)
 
 
-class RetrievalTrainSet(TorchDataset):
-    """Training items: one video, some of its captions, its clip processed for each model."""
+@dataclass(frozen=True)
+class InputSpec:
+    """What one model of a training batch (``"student"``, ``"teacher"``) is fed: its processor's frames and tokens
+    (cut to ``max_text_length``, the model's ``config.max_text_length``), and the clip's audio if ``with_audio``."""
 
-    def __init__(self, videos, store: ClipStore, processors: dict, *, captions_per_video: int = 1, seed: int = 0,
-                 audio_users: set[str] = frozenset()):
+    processor: Any
+    max_text_length: int
+    with_audio: bool = False
+
+
+class RetrievalTrainSet(TorchDataset):
+    """Training items: one video, some of its captions, its clip processed for each model of ``inputs``."""
+
+    def __init__(self, videos, store: ClipStore, inputs: Mapping[str, InputSpec], *, captions_per_video: int = 1,
+                 seed: int = 0):
         if captions_per_video < 1:
             raise ValueError(f"captions_per_video must be >= 1, got {captions_per_video}")
         self.captions = [list(c) for c in videos["captions"]]
@@ -153,12 +164,10 @@ class RetrievalTrainSet(TorchDataset):
                 raise ValueError(f"video {store.video_ids[row]!r} (row {row}) has no captions")
         self.offsets = caption_offsets(self.captions)
         self.store = store
-        self.processors = processors
+        self.inputs = dict(inputs)
         self.captions_per_video = captions_per_video
         self.seed = seed
         self.epoch = 0
-        # Names of the models that have an audio tower: only they are given the audio track.
-        self.audio_users = set(audio_users)
 
     def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -183,12 +192,13 @@ class RetrievalTrainSet(TorchDataset):
             logger.warning("skipping training clip: %s", error)
             item["failed"] = True
             return item
-        audio = self.store.audio(index) if self.audio_users else None
+        # The audio track is read only if some model is fed it (one with an audio tower).
+        audio = self.store.audio(index) if any(spec.with_audio for spec in self.inputs.values()) else None
         frame_seed = rng.integers(2**32)
-        for name, processor in self.processors.items():
+        for name, spec in self.inputs.items():
             # The same frame-sampling seed for every model: teacher and student see the same frames.
             item["inputs"][name] = process_clip(
-                processor, clip, audio if name in self.audio_users else None, training=True,
+                spec.processor, clip, audio if spec.with_audio else None, training=True,
                 rng=np.random.default_rng(frame_seed),
             )
         return item
@@ -276,9 +286,8 @@ def model_inputs(processor, processed: list[dict], texts: list[str] | None, max_
 class TrainCollator:
     """Batches training items; captions are flattened (k per video) and point at their video."""
 
-    def __init__(self, processors: dict, max_text_length: int = 32):
-        self.processors = processors
-        self.max_text_length = max_text_length
+    def __init__(self, inputs: Mapping[str, InputSpec]):
+        self.inputs = dict(inputs)
 
     def __call__(self, items: list[dict]) -> dict:
         failed = sum(bool(item.get("failed")) for item in items)
@@ -292,8 +301,9 @@ class TrainCollator:
         batch["caption_index"] = torch.tensor([c for item in items for c in item["caption_indices"]])
         # Row of each caption's video inside this batch, to align video rows with caption rows.
         batch["text_video_position"] = torch.arange(len(items)).repeat_interleave(per_video)
-        for name, processor in self.processors.items():
-            batch[name] = model_inputs(processor, [item["inputs"][name] for item in items], texts, self.max_text_length)
+        for name, spec in self.inputs.items():
+            batch[name] = model_inputs(spec.processor, [item["inputs"][name] for item in items], texts,
+                                       spec.max_text_length)
         return batch
 
 
@@ -316,17 +326,10 @@ class VideoCollator:
         }
 
 
-def resolve_path(path: str | None, root: Path) -> str | None:
-    """Dataset rows may hold paths relative to the dataset folder."""
-    if path is None:
-        return None
-    candidate = Path(path)
-    return str(candidate if candidate.is_absolute() else root / candidate)
-
-
 __all__ = [
     "ClipStore",
     "EpochShuffleSampler",
+    "InputSpec",
     "RetrievalTrainSet",
     "RetrievalVideoSet",
     "TrainCollator",

@@ -1,6 +1,8 @@
 """What ``train.py`` and ``distill.py`` do, as functions: data, model building, outputs.
 
-The scripts stay thin (arguments, then these calls), and the tests drive the same functions.
+The scripts stay thin (arguments, then these calls), and the tests drive the same functions. The
+imports run one way: ``train.py`` / ``distill.py`` -> this module -> `objectives` (what is optimised,
+with the teacher handed in as a `TeacherSignal`) and `training` (the loop) -> `losses`.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -21,16 +24,9 @@ from .cpu_allocator import tune_cpu_allocator
 from .modeling_mckd import MCKDModel
 from .processing_mckd import MCKDProcessor, MCKDVideoProcessor
 from .tokenization import build_word_tokenizer, minilm_path
-from .training import (
-    RetrievalTrainer,
-    StudentObjective,
-    TeacherObjective,
-    encode_texts,
-    encode_video_parts,
-    fuses_audio,
-    teacher_pairs,
-    uses_audio,
-)
+from .encoding import uses_audio
+from .objectives import StudentObjective, TeacherObjective, TeacherSignal, freeze_unused_parameters, teacher_pairs
+from .training import RetrievalTrainer, make_clip_store, select_videos
 
 
 logger = logging.getLogger(__name__)
@@ -88,7 +84,7 @@ def video_feature_dim(videos) -> int | None:
         return None
     for ref in videos["features"]:
         if ref is not None:
-            from modeling_mckd.data_prep.features import load_feature_ref
+            from .feature_store import load_feature_ref
 
             return int(load_feature_ref(ref).shape[-1])
     return None
@@ -177,11 +173,13 @@ def build_config(model_args: ModelArguments, train_videos, *, tokenizer_vocab_si
     return PRESETS[model_args.model_preset](**fields)
 
 
-def build_tokenizer(model_args: ModelArguments, train_videos, max_text_length: int):
+def build_tokenizer(model_args: ModelArguments, train_videos):
+    """A word tokenizer built on the training captions (built-in text encoder, cut to the config's
+    ``max_text_length``), or the HF backbone's own tokenizer."""
     probe = PRESETS[model_args.model_preset](**_fill_data_dims(_config_fields(model_args), None))
     if probe.text_encoder_type == "builtin":
         captions = [caption for captions in train_videos["captions"] for caption in captions]
-        return build_word_tokenizer(captions, max_length=max_text_length)
+        return build_word_tokenizer(captions, max_length=probe.max_text_length)
     from transformers import AutoTokenizer
 
     name = probe.text_backbone
@@ -191,7 +189,7 @@ def build_tokenizer(model_args: ModelArguments, train_videos, max_text_length: i
 
 
 def build_model_and_processor(model_args: ModelArguments, data_args: DataArguments, train_videos):
-    tokenizer = build_tokenizer(model_args, train_videos, data_args.max_text_length)
+    tokenizer = build_tokenizer(model_args, train_videos)
     config = build_config(model_args, train_videos, tokenizer_vocab_size=len(tokenizer))
     if model_args.load_pretrained_backbones:
         model = MCKDModel.from_backbones(config, load_pretrained_backbones=True)
@@ -245,8 +243,10 @@ def run_teacher(model_args: ModelArguments, data_args: DataArguments, run_args: 
     set_seed(run_args.seed)
     datasets = load_run_dataset(data_args)
     model, processor = build_model_and_processor(model_args, data_args, datasets[data_args.train_split])
+    objective = TeacherObjective(part_pairs=run_args.teacher_part_pairs)
+    _freeze_unused(model, objective)
     trainer = RetrievalTrainer(
-        model=model, processor=processor, objective=TeacherObjective(part_pairs=run_args.teacher_part_pairs), datasets=datasets,
+        model=model, processor=processor, objective=objective, datasets=datasets,
         run_args=run_args, data_args=data_args, track_config=_flat_config(model_args, data_args, run_args),
     )
     summary = trainer.train()
@@ -298,40 +298,44 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
                                  freeze=distill_args.freeze_from_teacher, teacher_name=distill_args.teacher)
     elif distill_args.init_from_teacher:
         raise ValueError("--init_from_teacher needs --teacher")
-    extra_processors = {}
-    objective = StudentObjective(distill_args)
+    # The trainer reads the train split through this store; a cached teacher encodes the same clips.
+    trained_videos = select_videos(train_videos, data_args.max_train_videos)
+    train_store = make_clip_store(trained_videos, processor, data_args.cache_frames)
+    signal = None
+    if teacher is not None and distill_args.kd_weight:
+        signal = build_teacher_signal(teacher, teacher_processor, distill_args, trained_videos, train_store,
+                                      batch_size=run_args.per_device_eval_batch_size)
+    objective = StudentObjective(distill_args, teacher=signal)
+    _freeze_unused(model, objective)
     trainer = RetrievalTrainer(
         model=model, processor=processor, objective=objective, datasets=datasets, run_args=run_args,
-        data_args=data_args, extra_processors=extra_processors,
+        data_args=data_args, train_store=train_store, teacher_inputs=signal.inputs if signal else None,
         track_config=_flat_config(model_args, data_args, run_args, distill_args),
     )
-    if teacher is not None and distill_args.kd_weight:
-        device = trainer.accelerator.device
-        teacher.to(device)
-        if distill_args.teacher_frame_sampling == "uniform":
-            # Teacher inputs are deterministic: encode the train split once instead of every epoch.
-            store = trainer.train_store
-            captions = [c for caps in trainer.train_videos["captions"] for c in caps]
-            objective.teacher_text_cache = encode_texts(
-                teacher, teacher_processor, captions, run_args.per_device_eval_batch_size, device, data_args.max_text_length
-            )
-            teacher_videos, _ = encode_video_parts(
-                teacher, teacher_processor, store, run_args.per_device_eval_batch_size, device,
-                fused_only=not distill_args.kd_parts,
-            )
-            # on the training device once, not copied there at every step (the anchor term reads all of it)
-            objective.teacher_text_cache = objective.teacher_text_cache.to(device)
-            objective.teacher_video_cache = teacher_videos.pop("video").to(device)
-            objective.teacher_part_caches = {name: cache.to(device) for name, cache in teacher_videos.items()}
-        else:
-            # The collator and the train set share one processors dict: register the teacher once.
-            objective.teacher = teacher
-            trainer.train_set.processors["teacher"] = teacher_processor
-            if fuses_audio(teacher):
-                trainer.train_set.audio_users.add("teacher")
     summary = trainer.train()
     return finish_run(trainer, summary, role="student", args=(model_args, data_args, run_args, distill_args),
                       teacher=distill_args.teacher)
+
+
+def build_teacher_signal(teacher: MCKDModel, teacher_processor, distill_args: DistillArguments, train_videos,
+                         train_store, *, batch_size: int) -> TeacherSignal:
+    """What the student objective reads of the teacher. ``teacher_frame_sampling uniform``: the teacher's inputs
+    are deterministic, so the train split is encoded once (with the teacher's own processor, and the audio for a
+    teacher that fuses it). ``random``: the teacher is run on each batch, on the student's frames."""
+    from accelerate import PartialState
+
+    device = PartialState().device  # the device the trainer's Accelerator will use
+    if distill_args.teacher_frame_sampling == "uniform":
+        return TeacherSignal.cached(teacher, teacher_processor, train_videos, train_store, batch_size=batch_size,
+                                    device=device, with_parts=distill_args.kd_parts)
+    return TeacherSignal.on_the_fly(teacher, teacher_processor, device=device, with_parts=distill_args.kd_parts)
+
+
+def _freeze_unused(model, objective) -> None:
+    frozen = freeze_unused_parameters(model, objective)
+    if frozen:
+        # Not trained, and not waited for by DDP (which fails on a parameter that gets no gradient).
+        logger.info("not trained (the objective never reads them): %s", ", ".join(frozen))
 
 
 def copy_towers_from_teacher(student: MCKDModel, student_processor, teacher: MCKDModel, teacher_processor,
@@ -375,6 +379,12 @@ def copy_towers_from_teacher(student: MCKDModel, student_processor, teacher: MCK
             student_tower.requires_grad_(False)
         logger.info("student %s tower copied from %s%s", name, source, " (frozen)" if freeze else "")
     return names
+
+
+def is_main_process() -> bool:
+    """Whether this is the main process of a launch (``RANK`` 0; accelerate launch and torchrun set it), readable
+    before and after the trainer's process group exists: the scripts print and log INFO only there."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _check_run_args(run_args: RunArguments) -> None:

@@ -1,8 +1,12 @@
-"""The Accelerate training loop shared by ``train.py`` (teacher) and ``distill.py`` (student).
+"""The Accelerate training loop shared by ``train.py`` (teacher) and ``distill.py`` (student): its state,
+checkpoints, evaluation schedule and failure policies.
 
 The loop knows nothing of the objective: an objective is a callable ``(model, batch) -> (loss,
-logs)``. ``TeacherObjective`` is multimodal InfoNCE; ``StudentObjective`` is ranking +
-distillation + discrimination. See docs/method.md for the formulas.
+logs)`` (`objectives.py`). Encoding and split evaluation are in `encoding.py`.
+
+Testing aid: with the environment variable ``MCKD_DUMP_FIRST_STEP_GRADS=<file>`` the main process
+saves the first optimiser step's gradients there (safetensors), e.g. to compare a multi-process run
+with a single-process one.
 """
 
 from __future__ import annotations
@@ -14,279 +18,40 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .data import (
-    ClipStore,
-    EpochShuffleSampler,
-    RetrievalTrainSet,
-    RetrievalVideoSet,
-    TrainCollator,
-    VideoCollator,
-    choose_cache,
-)
-from .losses import (
-    AnchorDistillationLoss,
-    ContrastiveLoss,
-    DiscriminationLoss,
-    DistillationLoss,
-    RankingLoss,
-    multimodal_contrastive_loss,
-)
-from .retrieval import evaluate_retrieval
+from .data import ClipStore, EpochShuffleSampler, InputSpec, RetrievalTrainSet, TrainCollator, choose_cache
+from .encoding import evaluate_split, unwrap_model, uses_audio
+
+# Kept for files outside the training stack that still import them from here (benchmarks/reproduce.py,
+# benchmarks/bench_cpu_allocator.py, modeling_mckd/search.py); remove once they import `encoding` / `objectives`.
+from .encoding import encode_videos, fuses_audio  # noqa: F401  (re-exported)
+from .objectives import TeacherObjective  # noqa: F401  (re-exported)
 
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.json"
+DUMP_GRADS_ENV = "MCKD_DUMP_FIRST_STEP_GRADS"
 
 
-# --------------------------------------------------------------------------------------------
-# Objectives
-# --------------------------------------------------------------------------------------------
+def select_videos(videos, limit: int | None):
+    """The first ``limit`` videos of a split (all of them without a limit)."""
+    return videos.select(range(min(limit, len(videos)))) if limit else videos
 
 
-def _scale(outputs) -> torch.Tensor:
-    return outputs.logit_scale.float()
-
-
-def _forward(model, inputs: dict):
-    # Always go through the (possibly DDP-wrapped) forward, so gradient sync hooks run.
-    return model(**inputs, return_dict=True)
-
-
-def teacher_pairs(extra_modalities: Sequence[str], part_pairs: bool) -> list[tuple[str, str]]:
-    """The modality pairs the teacher contrasts, given the extra modalities it embeds (e.g. ``["audio"]``).
-
-    ``part_pairs`` (a model that fuses modalities, with ``--teacher_part_pairs``): text-video (the fused
-    retrieval embedding), text-visual, text-m and visual-m for each extra modality m. Otherwise every pair
-    of text, video and the extra modalities.
-    """
-    extra = list(extra_modalities)
-    if part_pairs:
-        return [("text", "video"), ("text", "visual"), *[("text", m) for m in extra], *[("visual", m) for m in extra]]
-    names = ["text", "video", *extra]
-    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-
-
-class TeacherObjective:
-    """Multimodal contrastive learning: InfoNCE between every pair of co-occurring modalities.
-
-    For a model that fuses modalities into its video embedding, ``part_pairs`` (the default) contrasts the
-    parts too: text-video (the fused retrieval embedding), text-visual, text-audio and visual-audio. The
-    fused embedding alone lets a part that learns fast (audio features) carry one that learns slowly (frames),
-    which then never learns: the visual part of such a teacher retrieved at chance (docs/results.md).
-    Without ``part_pairs`` the pairs are text-video, text-audio and video-audio.
-    """
-
-    def __init__(self, part_pairs: bool = True):
-        self.contrastive = ContrastiveLoss(local_loss=True, gather_with_grad=True)
-        self.part_pairs = part_pairs
-
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = _forward(model, batch["student"])
-        position = batch["text_video_position"]
-        embeddings = {"text": outputs.text_embeds.float(), "video": outputs.video_embeds.float()[position]}
-        extra = []
-        if getattr(outputs, "audio_embeds", None) is not None:
-            embeddings["audio"] = outputs.audio_embeds.float()[position]
-            extra.append("audio")
-        part_pairs = self.part_pairs and bool(_unwrap(model).config.fuse_modalities)
-        if part_pairs:
-            embeddings["visual"] = outputs.visual_embeds.float()[position]
-        pairs = teacher_pairs(extra, part_pairs)
-        loss, pair_losses = multimodal_contrastive_loss(
-            embeddings, _scale(outputs), ids=batch["video_index"][position], loss_fn=self.contrastive, pairs=pairs
-        )
-        logs = {f"loss/{pair}": value.item() for pair, value in pair_losses.items()}
-        logs["logit_scale"] = _scale(outputs).item()
-        return loss, logs
-
-
-class StudentObjective:
-    """MCKD student: ranking + kd_weight * distillation + disc_weight * discrimination.
-
-    Teacher embeddings come either from a cache built once (deterministic teacher inputs) or from
-    running the frozen teacher on the batch's ``teacher`` inputs.
-    """
-
-    def __init__(self, distill_args, teacher=None, teacher_text_cache=None, teacher_video_cache=None,
-                 teacher_part_caches=None):
-        self.args = distill_args
-        self.ranking = RankingLoss(margin=distill_args.ranking_margin, max_violation=distill_args.ranking_max_violation)
-        self.distillation = DistillationLoss(mode=distill_args.kd_mode, temperature=distill_args.kd_temperature)
-        self.anchor_distillation = AnchorDistillationLoss(temperature=distill_args.kd_temperature)
-        self.discrimination = DiscriminationLoss(
-            temperature=distill_args.disc_temperature, text_weight=distill_args.disc_text_weight
-        )
-        self.teacher = teacher
-        self.teacher_text_cache = teacher_text_cache
-        self.teacher_video_cache = teacher_video_cache
-        # with kd_parts: the teacher's "visual" / "audio" parts of its fused video embedding, per train video
-        self.teacher_part_caches = teacher_part_caches or {}
-
-    def teacher_embeddings(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """The teacher's caption and video embeddings for the batch, and the parts of its video embeddings."""
-        if self.teacher_text_cache is not None:
-            device = batch["video_index"].device
-            videos = batch["video_index"].cpu()
-            text = self.teacher_text_cache[batch["caption_index"].cpu()].to(device)
-            video = self.teacher_video_cache[videos].to(device)
-            parts = {name: cache[videos].to(device) for name, cache in self.teacher_part_caches.items()}
-            return text, video, parts
-        with torch.no_grad():
-            outputs = self.teacher(**batch["teacher"], return_dict=True)
-        parts = _video_parts(self.teacher, outputs) if self.args.kd_parts else {}
-        return outputs.text_embeds.float(), outputs.video_embeds.float(), parts
-
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = _forward(model, batch["student"])
-        position = batch["text_video_position"]
-        ids = batch["video_index"][position]
-        text = outputs.text_embeds.float()
-        video = outputs.video_embeds.float()[position]
-        loss = self.ranking(text, video, ids=ids)
-        logs = {"loss/ranking": loss.item()}
-        if self.args.kd_weight:
-            teacher_text, teacher_video, teacher_parts = self.teacher_embeddings(batch)
-            extra = {}
-            if "feature" in self.args.kd_mode.split("+"):
-                projection = _unwrap(model).mimicry_projection
-                extra = {"student_projected_text": projection(text), "student_projected_video": projection(video)}
-            kd = self.distillation(text, video, teacher_text, teacher_video[position], **extra)
-            logs["loss/distillation"] = kd.item()
-            student_parts = _video_parts(model, outputs) if self.args.kd_parts else {}
-            if self.args.kd_parts:
-                # The same structure, part by part: the student's visual part learns the teacher's text-visual
-                # structure instead of leaning on the audio it is fused with.
-                for name, teacher_part in teacher_parts.items():
-                    part_kd = self.distillation(text, student_parts[name][position], teacher_text,
-                                                teacher_part[position])
-                    logs[f"loss/distillation_{name}"] = part_kd.item()
-                    kd = kd + part_kd
-            if self.args.kd_anchor_weight:
-                anchor = self.anchor_terms(text, outputs.video_embeds.float(), student_parts, teacher_text,
-                                           teacher_video, teacher_parts)
-                logs["loss/distillation_anchor"] = anchor.item()
-                kd = kd + self.args.kd_anchor_weight * anchor
-            loss = loss + self.args.kd_weight * kd
-        if self.args.disc_weight:
-            disc = self.discrimination(text, video, ids=ids)
-            loss = loss + self.args.disc_weight * disc
-            logs["loss/discrimination"] = disc.item()
-        return loss, logs
-
-    def anchor_terms(self, text, videos, student_parts, teacher_text, teacher_videos, teacher_parts) -> torch.Tensor:
-        """Dataset-level structure: the batch's captions among the teacher's train videos, its videos (and with
-        kd_parts each part) among the teacher's train captions. Each video counts once, however many captions."""
-        if self.teacher_text_cache is None:
-            raise ValueError("kd_anchor_weight needs the teacher's cache of the train split (teacher_frame_sampling "
-                             "uniform)")
-        text_bank = self.teacher_text_cache.to(text.device)
-        loss = self.anchor_distillation(text, teacher_text, self.teacher_video_cache.to(text.device))
-        loss = loss + self.anchor_distillation(videos, teacher_videos, text_bank)
-        for name, teacher_part in teacher_parts.items():
-            loss = loss + self.anchor_distillation(student_parts[name], teacher_part, text_bank)
-        return loss
-
-
-def _video_parts(model, outputs) -> dict[str, torch.Tensor]:
-    """The parts of a forward's fused video embedding (as `get_video_feature_parts` names them), float32."""
-    fused = _unwrap(model).config.fuse_modalities
-    return {"visual": outputs.visual_embeds.float(), **{name: outputs.modality_embeds[name].float() for name in fused}}
-
-
-def uses_audio(model) -> bool:
-    return "audio" in (_unwrap(model).config.extra_modalities or {})
-
-
-def fuses_audio(model) -> bool:
-    """Whether the model's video embedding needs the clip's audio (``config.fuse_modalities``)."""
-    return "audio" in (_unwrap(model).config.fuse_modalities or [])
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
-# --------------------------------------------------------------------------------------------
-# Encoding and evaluation
-# --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def encode_texts(model, processor, captions: list[str], batch_size: int, device, max_text_length: int = 32) -> torch.Tensor:
-    """Embeddings of ``captions`` in order (float32, on CPU)."""
-    model = _unwrap(model)
-    chunks = []
-    for start in range(0, len(captions), batch_size):
-        tokens = processor.tokenizer(
-            captions[start : start + batch_size], padding=True, truncation=True,
-            max_length=max_text_length, return_tensors="pt",
-        ).to(device)
-        chunks.append(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).float().cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0)
-
-
-@torch.no_grad()
-def encode_videos(model, processor, store: ClipStore, batch_size: int, device, num_workers: int = 0) -> tuple[torch.Tensor, int]:
-    """Embeddings of every video of ``store`` in order, and how many failed to decode."""
-    parts, failed = encode_video_parts(model, processor, store, batch_size, device, num_workers, fused_only=True)
-    return parts["video"], failed
-
-
-@torch.no_grad()
-def encode_video_parts(model, processor, store: ClipStore, batch_size: int, device, num_workers: int = 0,
-                       fused_only: bool = False) -> tuple[dict[str, torch.Tensor], int]:
-    """``{"video": fused embeddings, "visual": ..., "audio": ...}`` of every video of ``store`` in order (the
-    parts only for a model with ``config.fuse_modalities``, and not with ``fused_only``), and how many clips
-    failed to decode."""
-    model = _unwrap(model)
-    loader = torch.utils.data.DataLoader(
-        RetrievalVideoSet(store, processor, with_audio=fuses_audio(model)), batch_size=batch_size,
-        collate_fn=VideoCollator(processor), num_workers=num_workers,
-    )
-    with_parts = bool(model.config.fuse_modalities) and not fused_only
-    chunks, failed = {}, 0
-    for batch in loader:
-        inputs = {k: v.to(device) for k, v in batch["model"].items()}
-        parts = model.get_video_feature_parts(**inputs)
-        embeddings = {"video": model.fuse_video_parts(parts), **(parts if with_parts else {})}
-        for name, value in embeddings.items():
-            chunks.setdefault(name, []).append(value.float().cpu())
-        failed += int(batch["num_failed"])
-    return {name: torch.cat(values) for name, values in chunks.items()}, failed
-
-
-def evaluate_split(model, processor, videos, store: ClipStore, *, batch_size: int, device, max_text_length: int = 32,
-                   num_workers: int = 0, with_parts: bool = False) -> dict[str, float]:
-    """Text-to-video and video-to-text retrieval metrics over every caption of a split; with ``with_parts``, for a
-    model that fuses modalities, also each part of its video embedding alone (``visual_only_*``, ``audio_only_*``)."""
-    was_training = model.training
-    model.eval()
-    captions = [list(c) for c in videos["captions"]]
-    flat = [c for caps in captions for c in caps]
-    text_to_video = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
-    text_embeds = encode_texts(model, processor, flat, batch_size, device, max_text_length)
-    video_parts, failed = encode_video_parts(model, processor, store, batch_size, device, num_workers,
-                                             fused_only=not with_parts)
-    model.train(was_training)
-    metrics = evaluate_retrieval(text_embeds, video_parts.pop("video"), text_to_video)
-    metrics["decode_failures"] = failed
-    # A fused video embedding: what each part alone retrieves (e.g. "visual_only_t2v_R@1"), so that a model
-    # whose frames contribute nothing cannot hide behind its audio.
-    for part, embeds in video_parts.items():
-        part_metrics = evaluate_retrieval(text_embeds, embeds, text_to_video)
-        metrics.update({f"{part}_only_{key}": part_metrics[key] for key in ("t2v_R@1", "t2v_R@5", "v2t_R@1", "rsum")})
-    return metrics
+def make_clip_store(videos, processor, cache_policy: str) -> ClipStore:
+    """A split's clip reader for ``processor``'s input mode, caching decoded clips as ``cache_policy`` says."""
+    store = ClipStore(videos, input_mode=processor.video_processor.input_mode)
+    store.cache = choose_cache(store, cache_policy)
+    return store
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +114,11 @@ class RetrievalTrainer:
     """
 
     def __init__(self, *, model, processor, objective: Callable, datasets, run_args, data_args,
-                 extra_processors: dict | None = None, track_config: dict | None = None):
+                 train_store: ClipStore | None = None, teacher_inputs: InputSpec | None = None,
+                 track_config: dict | None = None):
+        """``train_store`` reads the train split (``data_args.max_train_videos`` of it); one is made when not given.
+        ``teacher_inputs`` says what each batch's ``"teacher"`` entry holds, for an objective that runs a teacher
+        on the batch (`objectives.TeacherSignal.on_the_fly`)."""
         self.run_args = run_args
         self.data_args = data_args
         self.output_dir = Path(run_args.output_dir)
@@ -364,40 +133,34 @@ class RetrievalTrainer:
         self.objective = objective
         self.datasets = datasets
         self.stores = {}
-        processors = {"student": processor, **(extra_processors or {})}
-        train_videos = datasets[data_args.train_split]
-        if data_args.max_train_videos:
-            train_videos = train_videos.select(range(min(data_args.max_train_videos, len(train_videos))))
-        self.train_videos = train_videos
-        self.train_store = self.make_store(train_videos)
+        # The student (or the teacher being trained) gets the audio when it has an audio tower.
+        inputs = {"student": InputSpec(processor, max_text_length=unwrap_model(model).config.max_text_length,
+                                       with_audio=uses_audio(model))}
+        if teacher_inputs is not None:
+            inputs["teacher"] = teacher_inputs
+        self.train_videos = select_videos(datasets[data_args.train_split], data_args.max_train_videos)
+        self.train_store = train_store or make_clip_store(self.train_videos, processor, data_args.cache_frames)
+        if len(self.train_store) != len(self.train_videos):
+            raise ValueError(f"train_store holds {len(self.train_store)} videos, the train split {len(self.train_videos)}")
         self.train_set = RetrievalTrainSet(
-            train_videos, self.train_store, processors,
+            self.train_videos, self.train_store, inputs,
             captions_per_video=data_args.captions_per_video, seed=run_args.seed,
-            audio_users={"student"} if uses_audio(model) else set(),
         )
         self.sampler = EpochShuffleSampler(len(self.train_set), seed=run_args.seed)
-        self.collator = TrainCollator(processors, max_text_length=data_args.max_text_length)
+        self.collator = TrainCollator(inputs)
         self.track_config = track_config or {}
-
-    def make_store(self, videos) -> ClipStore:
-        store = ClipStore(videos, input_mode=self.processor.video_processor.input_mode)
-        store.cache = choose_cache(store, self.data_args.cache_frames)
-        return store
 
     def eval_data(self, split: str):
         if split not in self.stores:
-            videos = self.datasets[split]
-            if self.data_args.max_eval_videos:
-                videos = videos.select(range(min(self.data_args.max_eval_videos, len(videos))))
-            self.stores[split] = (videos, self.make_store(videos))
+            videos = select_videos(self.datasets[split], self.data_args.max_eval_videos)
+            self.stores[split] = (videos, make_clip_store(videos, self.processor, self.data_args.cache_frames))
         return self.stores[split]
 
     def evaluate(self, split: str, with_parts: bool = False) -> dict[str, float]:
         videos, store = self.eval_data(split)
         return evaluate_split(
             self.model, self.processor, videos, store, batch_size=self.run_args.per_device_eval_batch_size,
-            device=self.accelerator.device, max_text_length=self.data_args.max_text_length,
-            num_workers=self.data_args.dataloader_num_workers, with_parts=with_parts,
+            device=self.accelerator.device, num_workers=self.data_args.dataloader_num_workers, with_parts=with_parts,
         )
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -464,6 +227,7 @@ class RetrievalTrainer:
         )
         self.model, optimizer, loader, scheduler = accelerator.prepare(self.model, optimizer, loader, scheduler)
 
+        dump_grads = os.environ.get(DUMP_GRADS_ENV)
         state = TrainState()
         if args.resume_from_checkpoint:
             checkpoint = find_checkpoint(self.output_dir, args.resume_from_checkpoint)
@@ -503,8 +267,8 @@ class RetrievalTrainer:
                             f"The last good checkpoint is kept in {self.output_dir / 'checkpoints'}"
                         )
                     accelerator.backward(loss)
-                    if state.global_step == 0 and args.debug_dump_first_step_grads and accelerator.sync_gradients:
-                        self.dump_gradients(Path(args.debug_dump_first_step_grads))
+                    if state.global_step == 0 and dump_grads and accelerator.sync_gradients:
+                        self.dump_gradients(Path(dump_grads))
                     if accelerator.sync_gradients and args.max_grad_norm:
                         accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                     optimizer.step()

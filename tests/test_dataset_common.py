@@ -18,7 +18,6 @@ from modeling_mckd.data_prep.common import (
     AnnotationError,
     MissingVideosError,
     add_common_arguments,
-    attach_side_files,
     common_arguments_from_namespace,
     expand_captions,
     index_files,
@@ -27,6 +26,7 @@ from modeling_mckd.data_prep.common import (
     resolve_videos,
     write_dataset_dict,
 )
+from modeling_mckd.data_prep.features import attach_side_files
 
 REPO = Path(__file__).resolve().parents[1]
 

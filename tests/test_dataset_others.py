@@ -12,17 +12,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from modeling_mckd.data_prep import features as features_module
+from modeling_mckd import feature_store as features_module
 from modeling_mckd.data_prep.common import AnnotationError, MissingVideosError, expand_captions
-from modeling_mckd.data_prep.features import (
-    BigFile,
-    bigfile_ref,
-    build_features,
-    load_feature_ref,
-    parse_bigfile_ref,
-    read_textdata_captions,
-    read_video2frames,
-)
+from modeling_mckd.data_prep.features import build_features, read_textdata_captions
+from modeling_mckd.feature_store import BigFile, bigfile_ref, load_feature_ref, parse_bigfile_ref, read_video2frames
 from modeling_mckd.data_prep.tgif import build_tgif, gif_video_id
 from modeling_mckd.data_prep.vatex import build_vatex, parse_vatex_video_id
 

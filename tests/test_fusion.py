@@ -73,7 +73,7 @@ def test_evaluation_reports_what_each_part_of_a_fused_embedding_retrieves(tmp_pa
     from modeling_mckd import MCKDProcessor, MCKDVideoProcessor, build_word_tokenizer
     from modeling_mckd.data import ClipStore, RetrievalVideoSet, VideoCollator
     from modeling_mckd.retrieval import evaluate_retrieval
-    from modeling_mckd.training import encode_texts, evaluate_split
+    from modeling_mckd.encoding import encode_texts, evaluate_split
 
     videos = generate_synthetic(tmp_path / "syn", seed=0, num_train=2, num_val=0, num_test=6, num_frames=8,
                                 frame_size=32)["test"]
@@ -164,7 +164,7 @@ def test_a_clip_that_cannot_be_decoded_is_a_blank_masked_stand_in_in_a_batched_e
 @pytest.mark.parametrize("part_pairs", [True, False])
 def test_teacher_objective_contrasts_the_parts_of_a_fused_embedding(part_pairs):
     from modeling_mckd.losses import ContrastiveLoss, multimodal_contrastive_loss
-    from modeling_mckd.training import TeacherObjective
+    from modeling_mckd.objectives import TeacherObjective
 
     torch.manual_seed(0)
     model = MCKDModel(fused_config())
@@ -186,7 +186,7 @@ def test_teacher_objective_contrasts_the_parts_of_a_fused_embedding(part_pairs):
 def test_student_objective_distils_each_part_with_kd_parts():
     from modeling_mckd.arguments import DistillArguments
     from modeling_mckd.losses import DiscriminationLoss, DistillationLoss, RankingLoss
-    from modeling_mckd.training import StudentObjective
+    from modeling_mckd.objectives import StudentObjective, TeacherSignal
 
     torch.manual_seed(0)
     student = MCKDModel(fused_config())
@@ -195,8 +195,9 @@ def test_student_objective_distils_each_part_with_kd_parts():
     teacher = {name: F.normalize(torch.randn(4, 8, generator=generator), dim=-1)
                for name in ("text", "video", "visual", "audio")}
     args = DistillArguments(kd_weight=2.0, disc_weight=0.5, kd_mode="kl+relation", kd_parts=True)
-    objective = StudentObjective(args, teacher_text_cache=teacher["text"], teacher_video_cache=teacher["video"],
-                                 teacher_part_caches={"visual": teacher["visual"], "audio": teacher["audio"]})
+    signal = TeacherSignal(text_cache=teacher["text"], video_cache=teacher["video"],
+                           part_caches={"visual": teacher["visual"], "audio": teacher["audio"]}, with_parts=True)
+    objective = StudentObjective(args, teacher=signal)
     loss, logs = objective(student, batch)
 
     text, visual, audio, fused = _embeddings_by_hand(student, batch["student"])
@@ -216,7 +217,7 @@ def test_student_objective_distils_each_part_with_kd_parts():
 def test_student_objective_places_captions_videos_and_parts_among_the_teachers_train_embeddings():
     from modeling_mckd.arguments import DistillArguments
     from modeling_mckd.losses import AnchorDistillationLoss, DistillationLoss, RankingLoss
-    from modeling_mckd.training import StudentObjective
+    from modeling_mckd.objectives import StudentObjective, TeacherSignal
 
     torch.manual_seed(0)
     student = MCKDModel(fused_config())
@@ -227,8 +228,9 @@ def test_student_objective_places_captions_videos_and_parts_among_the_teachers_t
     cache = {name: F.normalize(torch.randn(7, 8, generator=generator), dim=-1)
              for name in ("text", "video", "visual", "audio")}
     args = DistillArguments(kd_weight=2.0, disc_weight=0.0, kd_mode="kl", kd_parts=True, kd_anchor_weight=0.5)
-    objective = StudentObjective(args, teacher_text_cache=cache["text"], teacher_video_cache=cache["video"],
-                                 teacher_part_caches={"visual": cache["visual"], "audio": cache["audio"]})
+    signal = TeacherSignal(text_cache=cache["text"], video_cache=cache["video"],
+                           part_caches={"visual": cache["visual"], "audio": cache["audio"]}, with_parts=True)
+    objective = StudentObjective(args, teacher=signal)
     loss, logs = objective(student, batch)
 
     text, visual, audio, fused = _embeddings_by_hand(student, batch["student"])

@@ -234,9 +234,9 @@ def test_resume_mid_epoch_gives_the_same_weights(tiny_dataset, tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_dataset, tmp_path, monkeypatch):
-    from modeling_mckd import training
+    from modeling_mckd import objectives
 
-    original = training.TeacherObjective.__call__
+    original = objectives.TeacherObjective.__call__
     calls = {"n": 0}
 
     def poisoned(self, model, batch):
@@ -244,7 +244,7 @@ def test_non_finite_loss_stops_with_the_step(tiny_dataset, tmp_path, monkeypatch
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] == 3 else loss), logs
 
-    monkeypatch.setattr(training.TeacherObjective, "__call__", poisoned)
+    monkeypatch.setattr(objectives.TeacherObjective, "__call__", poisoned)
     train = load_script("train")
     output_dir = tmp_path / "nan"
     with pytest.raises(FloatingPointError, match="step 3"):
@@ -300,6 +300,21 @@ def test_config_file_with_cli_override(tiny_dataset, tmp_path):
     assert results["global_step"] == 2
 
 
+def _launch_two_processes(script: str, args: list[str], env: dict, port: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), str(REPO / script), *args],
+        env=env, cwd=REPO, capture_output=True, text=True,
+    )
+
+
+def _assert_same_gradients(one: Path, two: Path) -> None:
+    expected, actual = load_file(one), load_file(two)
+    assert expected.keys() == actual.keys() and expected
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-5, msg=name)
+
+
 def test_two_processes_match_one_process_gradients(tiny_dataset, tmp_path):
     """DDP over 2 CPU processes (gloo) gives the gradients of 1 process on the same global batch."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -307,21 +322,40 @@ def test_two_processes_match_one_process_gradients(tiny_dataset, tmp_path):
     two = tmp_path / "two.safetensors"
     base = ["--max_steps", "1", "--eval_strategy", "no", "--model_overrides", json.dumps(TINY_TEACHER)]
     subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *common_args(tiny_dataset, tmp_path / "p1", per_device_train_batch_size=16,
-                                                            debug_dump_first_step_grads=one), *base],
-        check=True, env=env, cwd=REPO, capture_output=True,
+        [sys.executable, str(REPO / "train.py"), *common_args(tiny_dataset, tmp_path / "p1", per_device_train_batch_size=16),
+         *base],
+        check=True, env={**env, "MCKD_DUMP_FIRST_STEP_GRADS": str(one)}, cwd=REPO, capture_output=True,
     )
-    launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", str(REPO / "train.py"),
-         *common_args(tiny_dataset, tmp_path / "p2", per_device_train_batch_size=8, debug_dump_first_step_grads=two), *base],
-        env=env, cwd=REPO, capture_output=True, text=True,
+    launched = _launch_two_processes(
+        "train.py", [*common_args(tiny_dataset, tmp_path / "p2", per_device_train_batch_size=8), *base],
+        {**env, "MCKD_DUMP_FIRST_STEP_GRADS": str(two)}, 29517,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
-    expected, actual = load_file(one), load_file(two)
-    assert expected.keys() == actual.keys() and expected
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-5, msg=name)
+    _assert_same_gradients(one, two)
+
+
+@pytest.mark.parametrize("teacher_frame_sampling", ["uniform", "random"])
+def test_two_process_distillation_runs_several_steps_and_writes_once(trained_teacher, tiny_dataset, tmp_path,
+                                                                    teacher_frame_sampling):
+    """accelerate launch distill.py with 2 CPU processes (the student preset at tiny sizes, ranking + distillation +
+    discrimination) runs several steps, where the student's unused logit_scale used to stop DDP at the second, and
+    prints its results once (main process). The student's losses are in-batch per process (no gather)."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    base = ["--max_steps", "3", "--eval_strategy", "no", "--model_overrides", json.dumps(TINY_STUDENT),
+            "--teacher", str(trained_teacher), "--teacher_frame_sampling", teacher_frame_sampling,
+            "--captions_per_video", "2"]
+    two = tmp_path / "two.safetensors"
+    output_dir = tmp_path / "p2"
+    launched = _launch_two_processes(
+        "distill.py", [*common_args(tiny_dataset, output_dir, per_device_train_batch_size=8), *base],
+        {**env, "MCKD_DUMP_FIRST_STEP_GRADS": str(two)}, 29518 + (teacher_frame_sampling == "random"),
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "logit_scale" not in load_file(two)  # frozen: the student objective never reads it
+    assert launched.stdout.count('"role": "student"') == 1, launched.stdout[-2000:]
+    history = json.loads((output_dir / "training_history.json").read_text())
+    assert [row["step"] for row in history] == [1, 2, 3]
+    assert json.loads((output_dir / "all_results.json").read_text())["global_step"] == 3
 
 
 def _hub_server_module():

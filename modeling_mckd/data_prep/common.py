@@ -258,47 +258,6 @@ def resolve_videos(
     return ResolvedRows(kept, missing_ids)
 
 
-def attach_side_files(
-    rows_by_split: Mapping[str, Sequence[dict[str, Any]]],
-    *,
-    videos_dir: str | os.PathLike | None = None,
-    audio_dir: str | os.PathLike | None = None,
-    features_dir: str | os.PathLike | None = None,
-    missing: MissingPolicy = "report",
-    file_stems: Mapping[str, str] | None = None,
-    video_extensions: Sequence[str] = VIDEO_EXTENSIONS,
-) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Fill ``video``, ``audio`` and ``features`` of every split; return (rows_by_split, notes).
-
-    Videos and features without a file drop their row (or raise with ``missing="error"``);
-    a missing audio file leaves ``audio=None`` (audio is optional) but is still reported.
-    ``notes`` are one-line human summaries, e.g. for the DatasetDict description.
-    """
-    notes: list[str] = []
-    result: dict[str, list[dict[str, Any]]] = {}
-    for split, rows in rows_by_split.items():
-        rows = list(rows)
-        if videos_dir is not None:
-            rows = resolve_videos(rows, videos_dir, extensions=video_extensions, missing=missing, file_stems=file_stems)
-            if rows.num_missing:
-                notes.append(f"{split}: {rows.num_missing} annotated video(s) without a video file were left out")
-        if audio_dir is not None:
-            rows = resolve_videos(
-                rows, audio_dir, extensions=AUDIO_EXTENSIONS, missing=missing, column="audio", drop_missing=False
-            )
-            if rows.num_missing:
-                notes.append(f"{split}: {rows.num_missing} video(s) have no audio file (audio=None)")
-        if features_dir is not None:
-            # Imported here: features.py imports this module.
-            from modeling_mckd.data_prep.features import attach_feature_refs
-
-            rows, missing_ids = attach_feature_refs(rows, features_dir, missing=missing)
-            if missing_ids:
-                notes.append(f"{split}: {len(missing_ids)} annotated video(s) without features were left out")
-        result[split] = list(rows)
-    return result, notes
-
-
 # ----------------------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pre-extracted frame features -> DatasetDict, and the ``features`` column reader.
+"""Pre-extracted frame features -> DatasetDict (the run-time reader is `modeling_mckd.feature_store`).
 
 Two layouts are read:
 
@@ -14,8 +14,8 @@ Two layouts are read:
   collections);
 * a folder of per-video ``<video_id>.npy`` or ``<video_id>.safetensors`` files, each (T, D).
 
-The ``features`` column holds a reference string that :func:`load_feature_ref` turns into a
-float32 ``(T, D)`` array:
+The ``features`` column holds a reference string that
+:func:`modeling_mckd.feature_store.load_feature_ref` turns into a float32 ``(T, D)`` array:
 
 * ``bigfile://<percent-quoted absolute FeatureData/<feature> folder>?video=<percent-quoted id>``:
   the rows of the video's frames (order of ``video2frames.txt``), read from the memory-mapped
@@ -32,176 +32,40 @@ Example::
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
 import logging
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
-
-import numpy as np
 from datasets import DatasetDict
 
 from modeling_mckd.data_prep.common import (
+    AUDIO_EXTENSIONS,
+    VIDEO_EXTENSIONS,
     AnnotationError,
+    MissingPolicy,
     MissingVideosError,
-    attach_side_files,
     finish_dataset_dict,
     index_files,
     make_row,
     parse_arguments,
     read_text_lines,
     require_file,
+    resolve_videos,
     run_cli,
     setup_logging,
 )
+from modeling_mckd.feature_store import FEATURE_FILE_EXTENSIONS, bigfile_ref, is_bigfile_dir, video_frames
 
 logger = logging.getLogger(__name__)
 
-BIGFILE_SCHEME = "bigfile://"
-FEATURE_FILE_EXTENSIONS: tuple[str, ...] = (".npy", ".safetensors")
-
 
 # ----------------------------------------------------------------------------------------------
-# BigFile
+# side files: video, audio and feature references of each row
 # ----------------------------------------------------------------------------------------------
-
-
-class BigFile:
-    """A Dual Encoding feature folder, ``feature.bin`` memory-mapped (never read whole)."""
-
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory).resolve()
-        shape_path = require_file(self.directory / "shape.txt", "BigFile shape.txt")
-        id_path = require_file(self.directory / "id.txt", "BigFile id.txt")
-        bin_path = require_file(self.directory / "feature.bin", "BigFile feature.bin")
-        fields = shape_path.read_text(encoding="utf-8").split()
-        if len(fields) != 2 or not all(field.isdigit() for field in fields):
-            raise AnnotationError(shape_path, "line 1", f"two integers 'N D' expected, got {' '.join(fields)!r}")
-        self.num_rows, self.dim = int(fields[0]), int(fields[1])
-        self.names: list[str] = id_path.read_text(encoding="utf-8").split()
-        if len(self.names) != self.num_rows:
-            raise AnnotationError(id_path, None, f"{self.num_rows} ids expected (shape.txt), found {len(self.names)}")
-        expected_bytes = self.num_rows * self.dim * 4
-        if bin_path.stat().st_size != expected_bytes:
-            raise AnnotationError(
-                bin_path, None, f"{expected_bytes} bytes of float32 expected for shape {self.num_rows} x {self.dim}, found {bin_path.stat().st_size}"
-            )
-        self.index: dict[str, int] = {}
-        for row, name in enumerate(self.names):
-            if name in self.index:
-                raise AnnotationError(id_path, f"id {name!r}", "listed twice; unique ids expected")
-            self.index[name] = row
-        self.matrix = np.memmap(bin_path, dtype=np.float32, mode="r", shape=(self.num_rows, self.dim))
-
-    def read(self, names: Sequence[str]) -> np.ndarray:
-        """float32 (len(names), D) copy of the rows of ``names`` (KeyError names the first unknown id)."""
-        try:
-            rows = np.fromiter((self.index[name] for name in names), dtype=np.int64, count=len(names))
-        except KeyError as error:
-            raise KeyError(f"{self.directory / 'id.txt'}: no id {error.args[0]!r}") from None
-        return np.asarray(self.matrix[rows], dtype=np.float32)
-
-
-def read_video2frames(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Parse ``video2frames.txt`` (a Python dict literal) with ``ast.literal_eval`` (never eval)."""
-    path = require_file(path, "video2frames.txt")
-    text = path.read_text(encoding="utf-8")
-    try:
-        value = ast.literal_eval(text.strip())
-    except (SyntaxError, ValueError) as error:
-        where = f"line {error.lineno}" if getattr(error, "lineno", None) else None
-        raise AnnotationError(path, where, f"a Python dict literal {{video_id: [frame ids]}} expected ({error})") from None
-    if not isinstance(value, dict):
-        raise AnnotationError(path, None, f"a dict {{video_id: [frame ids]}} expected, got {type(value).__name__}")
-    for video_id, frames in value.items():
-        if not isinstance(video_id, str) or not isinstance(frames, (list, tuple)) or not all(isinstance(f, str) for f in frames):
-            raise AnnotationError(path, f"key {video_id!r}", "a string video id mapped to a list of frame id strings expected")
-        if not frames:
-            raise AnnotationError(path, f"key {video_id!r}", "an empty frame list; at least one frame id expected")
-    return {video_id: list(frames) for video_id, frames in value.items()}
-
-
-@functools.lru_cache(maxsize=32)
-def open_bigfile(directory: str) -> BigFile:
-    """Process-wide cached :class:`BigFile` of an absolute folder."""
-    return BigFile(directory)
-
-
-@functools.lru_cache(maxsize=32)
-def video_frames(directory: str) -> dict[str, list[str]]:
-    """Cached video -> frame ids of a BigFile folder (``id.txt`` ids as one-frame videos without
-    ``video2frames.txt``). Every frame must be in ``id.txt`` (AnnotationError otherwise)."""
-    bigfile = open_bigfile(directory)
-    path = Path(directory) / "video2frames.txt"
-    if not path.exists():
-        return {name: [name] for name in bigfile.names}
-    mapping = read_video2frames(path)
-    for video_id, frames in mapping.items():
-        absent = [frame for frame in frames if frame not in bigfile.index]
-        if absent:
-            raise AnnotationError(path, f"key {video_id!r}", f"frame id {absent[0]!r} is not in {Path(directory) / 'id.txt'}")
-    return mapping
-
-
-def is_bigfile_dir(directory: str | os.PathLike) -> bool:
-    """True when ``directory`` holds a BigFile (``feature.bin``)."""
-    return (Path(directory) / "feature.bin").is_file()
-
-
-def bigfile_ref(directory: str | os.PathLike, video_id: str) -> str:
-    """The ``features`` reference of ``video_id`` in the BigFile folder ``directory``."""
-    return f"{BIGFILE_SCHEME}{quote(str(Path(directory).resolve()))}?video={quote(video_id, safe='')}"
-
-
-def parse_bigfile_ref(ref: str) -> tuple[str, str]:
-    """(absolute folder, video id) of a ``bigfile://`` reference."""
-    if not ref.startswith(BIGFILE_SCHEME) or "?video=" not in ref:
-        raise ValueError(f"{ref!r}: 'bigfile://<folder>?video=<id>' expected")
-    folder, video = ref[len(BIGFILE_SCHEME) :].rsplit("?video=", 1)
-    return unquote(folder), unquote(video)
-
-
-def load_feature_ref(ref: str) -> np.ndarray:
-    """The float32 ``(T, D)`` frame features a ``features`` column value refers to.
-
-    ``bigfile://...`` references read the video's rows from the memory-mapped BigFile (folder
-    and index cached per process); a ``.npy`` / ``.safetensors`` path loads that file (a 1-D
-    vector becomes one row).
-    """
-    if ref.startswith(BIGFILE_SCHEME):
-        folder, video_id = parse_bigfile_ref(ref)
-        frames = video_frames(folder).get(video_id)
-        if frames is None:
-            raise KeyError(f"{folder}: video {video_id!r} is in neither video2frames.txt nor id.txt")
-        return open_bigfile(folder).read(frames)
-    path = Path(ref)
-    if not path.is_file():
-        raise FileNotFoundError(f"{ref}: feature file not found")
-    if path.suffix == ".npy":
-        array = np.load(path, allow_pickle=False)
-    elif path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        tensors = load_file(str(path))
-        if len(tensors) == 1:
-            array = next(iter(tensors.values()))
-        elif "features" in tensors:
-            array = tensors["features"]
-        else:
-            raise ValueError(f"{path}: one tensor or a tensor named 'features' expected, found {sorted(tensors)}")
-    else:
-        raise ValueError(f"{ref!r}: a bigfile:// reference or a .npy / .safetensors path expected")
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2:
-        raise ValueError(f"{path}: a (T, D) array expected, got shape {array.shape}")
-    return np.asarray(array, dtype=np.float32)
 
 
 def attach_feature_refs(
@@ -233,6 +97,44 @@ def attach_feature_refs(
             raise MissingVideosError(message)
         logger.warning("%s; written without them (%d kept)", message, len(kept))
     return kept, missing_ids
+
+
+def attach_side_files(
+    rows_by_split: Mapping[str, Sequence[dict[str, Any]]],
+    *,
+    videos_dir: str | os.PathLike | None = None,
+    audio_dir: str | os.PathLike | None = None,
+    features_dir: str | os.PathLike | None = None,
+    missing: MissingPolicy = "report",
+    file_stems: Mapping[str, str] | None = None,
+    video_extensions: Sequence[str] = VIDEO_EXTENSIONS,
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Fill ``video``, ``audio`` and ``features`` of every split; return (rows_by_split, notes).
+
+    Videos and features without a file drop their row (or raise with ``missing="error"``);
+    a missing audio file leaves ``audio=None`` (audio is optional) but is still reported.
+    ``notes`` are one-line human summaries, e.g. for the DatasetDict description.
+    """
+    notes: list[str] = []
+    result: dict[str, list[dict[str, Any]]] = {}
+    for split, rows in rows_by_split.items():
+        rows = list(rows)
+        if videos_dir is not None:
+            rows = resolve_videos(rows, videos_dir, extensions=video_extensions, missing=missing, file_stems=file_stems)
+            if rows.num_missing:
+                notes.append(f"{split}: {rows.num_missing} annotated video(s) without a video file were left out")
+        if audio_dir is not None:
+            rows = resolve_videos(
+                rows, audio_dir, extensions=AUDIO_EXTENSIONS, missing=missing, column="audio", drop_missing=False
+            )
+            if rows.num_missing:
+                notes.append(f"{split}: {rows.num_missing} video(s) have no audio file (audio=None)")
+        if features_dir is not None:
+            rows, missing_ids = attach_feature_refs(rows, features_dir, missing=missing)
+            if missing_ids:
+                notes.append(f"{split}: {len(missing_ids)} annotated video(s) without features were left out")
+        result[split] = list(rows)
+    return result, notes
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from datasets import DatasetDict
 
 from modeling_mckd.data_prep.common import (
     AnnotationError,
-    attach_side_files,
     finish_dataset_dict,
     make_row,
     parse_arguments,
@@ -41,6 +40,7 @@ from modeling_mckd.data_prep.common import (
     run_cli,
     setup_logging,
 )
+from modeling_mckd.data_prep.features import attach_side_files
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,6 @@ from datasets import DatasetDict
 
 from modeling_mckd.data_prep.common import (
     AnnotationError,
-    attach_side_files,
     finish_dataset_dict,
     make_row,
     parse_arguments,
@@ -47,7 +46,7 @@ from modeling_mckd.data_prep.common import (
     run_cli,
     setup_logging,
 )
-from modeling_mckd.data_prep.features import read_textdata_captions
+from modeling_mckd.data_prep.features import attach_side_files, read_textdata_captions
 
 logger = logging.getLogger(__name__)
 
