@@ -338,7 +338,7 @@ def nearest_other_caption_cosine(captions: Sequence[Sequence[str]]) -> np.ndarra
 def hard_negative_subset(captions: Sequence[Sequence[str]], threshold: float = HARD_THRESHOLD) -> list[int]:
     """Videos with a caption whose nearest caption of another video has bag-of-words cosine >= ``threshold``:
     the videos a model can only tell from a near-duplicate by details the captions name."""
-    return [int(i) for i in np.flatnonzero(nearest_other_caption_cosine(captions) >= threshold)]
+    return [int(i) for i in np.flatnonzero(nearest_other_caption_cosine(captions) >= threshold - EPS)]
 
 
 def t2v_recall_at_1(similarity: np.ndarray, text_to_video: np.ndarray, videos: Sequence[int] | None = None) -> float:
@@ -392,7 +392,7 @@ def judge_headline(full: Sequence[float], baseline: Sequence[float], baseline_na
     ci_text = "undefined with one seed" if pair.ci is None else f"[{pair.ci[0]:+.2f}, {pair.ci[1]:+.2f}]"
     detail = (f"{full_name} − {baseline_name}, test t2v R@1 {pair.mean:+.2f} (goal ≥ +{HEADLINE_GAIN:g}), "
               f"95 % CI {ci_text} (goal: above 0), wins {pair.wins}/{pair.n} (goal ≥ {needed_wins})")
-    if not all(checks) or (pair.ci is not None and pair.ci[0] <= 0):
+    if not all(checks) or (pair.ci is not None and pair.ci[0] <= EPS):
         status = "NOT met"
     else:
         status = "undecided" if pair.ci is None else "met"
