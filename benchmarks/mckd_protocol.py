@@ -306,24 +306,30 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
 # --------------------------------------------------------------------------------------------
 
 
-HARD_THRESHOLD = 0.5
+HARD_FRACTION = 0.25
+COMMON_WORD_FRACTION = 0.5
 
 
 def _bag_of_words(text: str) -> Counter:
     return Counter(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def nearest_other_caption_cosine(captions: Sequence[Sequence[str]]) -> np.ndarray:
-    """For each video, the highest bag-of-words cosine between one of its captions and any caption of another video."""
-    vocabulary: dict[str, int] = {}
+def nearest_other_caption_cosine(captions: Sequence[Sequence[str]],
+                                 common_word_fraction: float = COMMON_WORD_FRACTION) -> np.ndarray:
+    """For each video, the highest bag-of-words cosine between one of its captions and any caption of another video.
+    Words in more than ``common_word_fraction`` of the captions ("a", "the", a template's frame) are dropped
+    first: they make every pair alike and say nothing about which video a caption describes."""
     bags = [_bag_of_words(c) for caps in captions for c in caps]
-    for bag in bags:
-        for word in bag:
-            vocabulary.setdefault(word, len(vocabulary))
+    document_frequency = Counter(word for bag in bags for word in bag)
+    vocabulary: dict[str, int] = {}
+    for word, count in document_frequency.items():
+        if count <= common_word_fraction * len(bags):
+            vocabulary[word] = len(vocabulary)
     matrix = np.zeros((len(bags), max(len(vocabulary), 1)))
     for i, bag in enumerate(bags):
         for word, count in bag.items():
-            matrix[i, vocabulary[word]] = count
+            if word in vocabulary:
+                matrix[i, vocabulary[word]] = count
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     matrix = matrix / np.where(norms > 0, norms, 1)
     owner = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
@@ -335,10 +341,24 @@ def nearest_other_caption_cosine(captions: Sequence[Sequence[str]]) -> np.ndarra
     return nearest
 
 
-def hard_negative_subset(captions: Sequence[Sequence[str]], threshold: float = HARD_THRESHOLD) -> list[int]:
-    """Videos with a caption whose nearest caption of another video has bag-of-words cosine >= ``threshold``:
-    the videos a model can only tell from a near-duplicate by details the captions name."""
-    return [int(i) for i in np.flatnonzero(nearest_other_caption_cosine(captions) >= threshold - EPS)]
+def hard_threshold(nearest: np.ndarray, fraction: float = HARD_FRACTION) -> float:
+    """The cosine above which the ``fraction`` of videos with the closest other-video captions lie (a quantile of
+    the split itself, so the definition carries over to any benchmark's captions)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"hard fraction must be in (0, 1], got {fraction}")
+    return float(np.quantile(nearest, 1 - fraction, method="lower"))
+
+
+def hard_negative_subset(captions: Sequence[Sequence[str]], fraction: float = HARD_FRACTION,
+                         threshold: float | None = None) -> list[int]:
+    """Videos with a caption whose nearest caption of another video has cosine >= the threshold (by default the
+    split's (1 - ``fraction``) quantile): the videos a model can tell from a near-duplicate only by details.
+    If A is in the subset because of B, so is B (its nearest is at least as close), so retrieval restricted
+    to the subset keeps each hard pair together."""
+    nearest = nearest_other_caption_cosine(captions)
+    if threshold is None:
+        threshold = hard_threshold(nearest, fraction)
+    return [int(i) for i in np.flatnonzero(nearest >= threshold - EPS)]
 
 
 def t2v_recall_at_1(similarity: np.ndarray, text_to_video: np.ndarray, videos: Sequence[int] | None = None) -> float:

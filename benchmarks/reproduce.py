@@ -236,7 +236,7 @@ class Phases:
         from datasets import load_from_disk
 
         captions = [list(c) for c in load_from_disk(str(dataset_dir))["test"]["captions"]]
-        return protocol.hard_negative_subset(captions, self.args.hard_threshold)
+        return protocol.hard_negative_subset(captions, self.args.hard_fraction)
 
 
 def _config_value(path: Path, key: str, default):
@@ -343,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "that results do not depend on the machine's core count")
     parser.add_argument("--student_workers", type=int, default=2,
                         help="students trained at once, each in its own one-thread process (1: one after another)")
-    parser.add_argument("--hard_threshold", type=float, default=protocol.HARD_THRESHOLD,
-                        help="bag-of-words cosine above which a test video's nearest other caption makes it 'hard'")
+    parser.add_argument("--hard_fraction", type=float, default=protocol.HARD_FRACTION,
+                        help="the hard-negative test subset: this fraction of test videos whose captions have the "
+                             "closest caption of another video (bag-of-words cosine)")
     parser.add_argument("--resume", action="store_true", help="reuse every model an earlier run finished in OUTPUT")
     parser.add_argument("--disable_tqdm", action="store_true")
     parser.add_argument("--results_doc", default=str(REPO / "docs" / "results.md"))
@@ -395,8 +396,9 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
     hard = [per_seed[s][TEACHER].get("hard_num_videos") for s in per_seed]
     hard_info = ""
     if all(h is not None for h in hard):
-        hard_info = (f"Hard-negative test subset: the test videos with a caption whose nearest caption of another "
-                     f"video has bag-of-words cosine ≥ {args.hard_threshold:g}; retrieval among them only "
+        hard_info = (f"Hard-negative test subset: the {100 * args.hard_fraction:g} % of test videos with a caption "
+                     "whose nearest caption of another video is closest (bag-of-words cosine, words in over half "
+                     "the captions dropped); retrieval among them only "
                      f"({', '.join(f'seed {s}: {h} videos' for s, h in zip(per_seed, hard))}).")
     text = protocol.report(per_seed, frozen, verdicts, headline_teacher_towers=headline_towers, hard_info=hard_info,
                            probe_lines=probe_lines(per_seed, Path(args.synthetic_dir)))

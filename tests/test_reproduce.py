@@ -335,15 +335,22 @@ def test_paired_difference_by_hand(proto):
 
 
 def test_hard_subset_by_bag_of_words_cosine(proto):
-    captions = [["a red ball rolls left"], ["a red ball rolls right"], ["green cube"], ["blue star spins", "a star"]]
-    # videos 0 and 1 share 4 of 5 words: cosine 4/5 = 0.8; video 3's "a star" vs video 0: 1/sqrt(2*5) = 0.316
+    captions = [["a red ball rolls left"], ["a red ball rolls right"], ["a green cube"], ["a blue star spins", "star"]]
+    # "a" is in 4 of 5 captions (> half): dropped. Videos 0 and 1 then share 3 of 4 words: cosine 3/4;
+    # video 3's "star" against "blue star spins" is its own video, not a negative: no shared word elsewhere
     nearest = proto.nearest_other_caption_cosine(captions)
-    assert nearest == pytest.approx([0.8, 0.8, 0.0, 1 / math.sqrt(10)])
-    assert proto.hard_negative_subset(captions, 0.5) == [0, 1]
-    assert proto.hard_negative_subset(captions, 0.8) == [0, 1]  # at the threshold is hard
-    assert proto.hard_negative_subset(captions, 0.81) == []
+    assert nearest == pytest.approx([0.75, 0.75, 0.0, 0.0])
+    assert proto.hard_negative_subset(captions, threshold=0.5) == [0, 1]
+    assert proto.hard_negative_subset(captions, threshold=0.75) == [0, 1]  # at the threshold is hard
+    assert proto.hard_negative_subset(captions, threshold=0.76) == []
+    # the default: the top quarter by nearest cosine; a quantile of the split itself
+    assert proto.hard_threshold(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]), 0.25) == 0.6
+    assert proto.hard_negative_subset(captions, fraction=0.25) == [0, 1]  # the pair ties at the quantile: both in
+    assert proto.hard_negative_subset(captions, fraction=0.5) == [0, 1, 2, 3]  # the 0.0 pair ties there too
     # the same video's own captions never count: identical captions within one video are not negatives
-    assert proto.hard_negative_subset([["x y", "x y"], ["z"]], 0.5) == []
+    assert proto.nearest_other_caption_cosine([["x y", "x y"], ["z w"], ["v u"]]).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="hard fraction"):
+        proto.hard_threshold(nearest, 0.0)
 
 
 def test_t2v_recall_on_a_subset_against_brute_force(proto):
