@@ -274,29 +274,88 @@ def measure_model(model_dir: Path, dataset_dir: Path, hard_videos: list[int] | N
 
     from modeling_mckd import MCKDModel, MCKDProcessor
     from modeling_mckd.data import ClipStore
-    from modeling_mckd.training import encode_texts, encode_videos
+    from modeling_mckd.training import encode_texts
 
     model = MCKDModel.from_pretrained(model_dir).eval()
     processor = MCKDProcessor.from_pretrained(model_dir)
     videos = load_from_disk(str(dataset_dir))["test"]
     store = ClipStore(videos, input_mode=processor.video_processor.input_mode, cache=True)
-    video_embeds, _ = encode_videos(model, processor, store, batch_size, "cpu")  # also fills the cache
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        encode_videos(model, processor, store, batch_size, "cpu")
-        seconds.append(time.perf_counter() - start)
+    seconds, video_embeds = _best_encoding_seconds(model, processor, store, batch_size, repeats)
     captions = [list(c) for c in videos["captions"]]
     text_to_video = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
     text_embeds = encode_texts(model, processor, [c for caps in captions for c in caps], batch_size, "cpu")
     similarity = (text_embeds @ video_embeds.T).numpy()
     np.save(model_dir / "test_similarity.npy", similarity)
     np.save(model_dir / "test_text_to_video.npy", text_to_video)
-    out = {"clips_per_s": len(videos) / min(seconds),
+    out = {"clips_per_s": len(videos) / seconds,
            "full_t2v_R@1": protocol.t2v_recall_at_1(similarity, text_to_video)}
     if hard_videos:
         out["hard_t2v_R@1"] = protocol.t2v_recall_at_1(similarity, text_to_video, hard_videos)
     return out
+
+
+# -- kept for benchmarks/ablate_distillation.py and bench_cpu_allocator.py, which import them ------------------
+
+
+def train_student(argv: list[str], kd: float = 1.0, disc: float = 1.0) -> dict:
+    """One student run, its config's kd / disc weights times ``kd`` / ``disc`` (0 for kd: no teacher at all)."""
+    from modeling_mckd.runner import run_student
+
+    parsed = parse_arguments((ModelArguments, DataArguments, RunArguments, DistillArguments), argv,
+                             defaults={"model_preset": "student"})
+    distill_args = parsed[3]
+    distill_args.kd_weight *= kd
+    distill_args.disc_weight *= disc
+    if not distill_args.kd_weight:
+        distill_args.teacher, distill_args.init_from_teacher = None, ""
+    return run_student(*parsed[:3], distill_args)
+
+
+def _weighted_worker(argv: list[str], kd: float, disc: float) -> dict:
+    make_deterministic(1)
+    logging.basicConfig(level=logging.WARNING)
+    return train_student(argv, kd, disc)
+
+
+def train_students_in_parallel(seed: int, jobs: dict[str, tuple], workers: int) -> dict[str, dict]:
+    """``jobs``: name -> (argv, kd, disc), trained in ``workers`` one-thread processes."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_all_start_methods, get_context
+
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    print(f"[seed {seed}] {len(jobs)} students, {workers} at a time", flush=True)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
+        futures = {pool.submit(_weighted_worker, *job): name for name, job in jobs.items()}
+        return {futures[f]: f.result() for f in as_completed(futures)}
+
+
+def video_throughput(model_dir: Path, dataset_dir: Path, split: str = "test", batch_size: int = 64,
+                     repeats: int = 3) -> float:
+    """Clips/s of ``measure_model``'s timing alone, on any split (no similarity matrix written)."""
+    from datasets import load_from_disk
+
+    from modeling_mckd import MCKDModel, MCKDProcessor
+    from modeling_mckd.data import ClipStore
+
+    model = MCKDModel.from_pretrained(model_dir).eval()
+    processor = MCKDProcessor.from_pretrained(model_dir)
+    videos = load_from_disk(str(dataset_dir))[split]
+    store = ClipStore(videos, input_mode=processor.video_processor.input_mode, cache=True)
+    return len(videos) / _best_encoding_seconds(model, processor, store, batch_size, repeats)[0]
+
+
+def _best_encoding_seconds(model, processor, store, batch_size: int, repeats: int):
+    """Best of ``repeats`` timed passes after one untimed pass that fills the clip cache; and the embeddings."""
+    from modeling_mckd.training import encode_videos
+
+    with torch.no_grad():
+        embeddings, _ = encode_videos(model, processor, store, batch_size, "cpu")
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            encode_videos(model, processor, store, batch_size, "cpu")
+            seconds.append(time.perf_counter() - start)
+    return min(seconds), embeddings
 
 
 def probe_lines(per_seed: dict, synthetic_dir: Path) -> list[str]:
