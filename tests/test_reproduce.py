@@ -252,6 +252,16 @@ def test_tuning_runs_never_get_a_test_split_and_reporting_tests_once(reproduce, 
     assert not (tmp_path / "results.md").exists()  # only the five seeds write the doc
 
 
+def test_a_tuning_run_that_reports_test_metrics_stops_the_protocol(reproduce, tmp_path):
+    recorder = Recorder(reproduce)
+    leaky = Recorder(reproduce)
+    leaky.result = lambda argv, role: {**recorder.result(argv, role), "test_t2v_R@1": 1.0}
+    with pytest.raises(RuntimeError, match="returned test metrics"):
+        reproduce.main(["--protocol", str(_quick_grid_with_lrs(tmp_path)), "--output_dir", str(tmp_path / "out")],
+                       phases_factory=_phases(reproduce, leaky))
+    assert not (tmp_path / "out" / "frozen.json").exists()
+
+
 def test_reported_seed_that_was_a_tuning_seed_is_refused_before_training(reproduce, tmp_path):
     recorder = Recorder(reproduce)
     with pytest.raises(ValueError, match=r"reported seed\(s\) \[100\]"):
