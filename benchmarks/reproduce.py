@@ -1,19 +1,23 @@
 #!/usr/bin/env python
-"""The embedded default: synthetic benchmark -> teacher -> four students -> comparison table.
+"""The default job, as a protocol that cannot see test: tune on tuning seeds (validation only), freeze,
+then train and test every row once on the reported seeds.
 
-    python benchmarks/reproduce.py                       # one seed (0), prints the table
-    python benchmarks/reproduce.py --seeds 0 1 2         # regenerates docs/results.md
-    python benchmarks/reproduce.py --seeds 3 --quick     # any other list: prints only
+    python benchmarks/reproduce.py                         # tune on seed 100, report seed 0
+    python benchmarks/reproduce.py --seeds 0 1 2 3 4       # the issue's table (writes docs/results.md)
+    python benchmarks/reproduce.py --frozen runs/protocol/frozen.json --seeds 5   # reuse a frozen choice
+    python benchmarks/reproduce.py --quick                 # tiny benchmark, 2 epochs, tiny grid: the pipeline
 
-Rows: teacher; student ranking-only; student + distillation; student + discrimination; full MCKD
-student (ranking + distillation + discrimination). Columns: t2v and v2t R@1/5/10, MdR, rsum, the
-parameter count and the video-encoding throughput (clips/s, measured here, same process, on
-already-decoded clips so the decoder is not what is timed).
+Phase 1 (tuning): for each tuning seed (``--tuning_seeds``, default from the protocol file: 100), a dataset of
+its own (``synthetic_seed`` = seed), a teacher of its own, and every student row at every point of its grid
+(``configs/protocol.yaml``: the same number of points for every row, the same fixed epochs). These runs are
+given no test split (``--test_split ""``), so nothing in them computes a test metric. Each row's point with
+the best mean validation score over the tuning seeds is frozen into ``OUTPUT/frozen.json`` with the grid and
+every validation number.
 
-Every model folder it writes (``runs/default/seed-S/<name>``) is Hub-ready: weights, processor,
-model card and all_results.json. Model and optimisation settings come from
-``configs/synthetic_teacher.yaml`` and ``configs/synthetic_student.yaml``, the same files a user
-passes to train.py / distill.py.
+Phase 2 (reported): refuses a reported seed that is also a tuning seed, reads only the frozen file, and for
+each reported seed generates its dataset, trains its teacher and every row once; each model is evaluated on
+test once (by the run), then its test similarity matrix is saved (``test_similarity.npy``) for the
+hard-negative subset, and its video encoding is timed. Rows, statistics and goals: ``mckd_protocol.py``.
 """
 
 from __future__ import annotations
@@ -22,18 +26,21 @@ import argparse
 import json
 import logging
 import os
-import re
-import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import mckd_protocol as protocol  # noqa: E402
+from mckd_protocol import ROWS, TEACHER  # noqa: E402
 from modeling_mckd.arguments import (  # noqa: E402
     DataArguments,
     DistillArguments,
@@ -41,278 +48,446 @@ from modeling_mckd.arguments import (  # noqa: E402
     RunArguments,
     parse_arguments,
 )
-from modeling_mckd.cpu_allocator import tune_cpu_allocator  # noqa: E402
-from modeling_mckd.runner import run_student, run_teacher  # noqa: E402
 
 
-STUDENTS = {
-    # name: (kd_weight multiplier, disc_weight multiplier) applied to the config's weights
-    "student ranking-only": (0.0, 0.0),
-    "student + distillation": (1.0, 0.0),
-    "student + discrimination": (0.0, 1.0),
-    "MCKD student (full)": (1.0, 1.0),
-}
-COLUMNS = ["t2v_R@1", "t2v_R@5", "t2v_R@10", "t2v_MdR", "v2t_R@1", "v2t_R@5", "v2t_R@10", "v2t_MdR", "rsum"]
-OFFICIAL_SEEDS = [0, 1, 2]
+STUDENT_CONFIG = REPO / "configs" / "synthetic_student.yaml"
+TEACHER_CONFIG = REPO / "configs" / "synthetic_teacher.yaml"
+PROTOCOL_FILE = REPO / "configs" / "protocol.yaml"
+QUICK_PROTOCOL_FILE = REPO / "configs" / "protocol_quick.yaml"
+ISSUE_SEEDS = [0, 1, 2, 3, 4]  # the seeds whose table is written into docs/results.md
 
 
-def slug(name: str) -> str:
-    """'MCKD student (full)' -> 'mckd_student_full': the model's folder name."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+# --------------------------------------------------------------------------------------------
+# Determinism
+# --------------------------------------------------------------------------------------------
+
+
+def make_deterministic(threads: int) -> None:
+    """A fixed thread count (not the machine's core count) and deterministic kernels, so that the same
+    command on the same kind of machine gives the same numbers."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process (it can be set once)
+    torch.use_deterministic_algorithms(True)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def finished(model_dir: Path) -> bool:
+    """A model folder that a completed run wrote."""
+    return (model_dir / "all_results.json").is_file() and (model_dir / "model.safetensors").is_file()
+
+
+def teacher_run(argv: list[str]) -> dict:
+    from modeling_mckd.runner import run_teacher
+
+    return run_teacher(*parse_arguments((ModelArguments, DataArguments, RunArguments), argv))
+
+
+def student_run(argv: list[str]) -> dict:
+    from modeling_mckd.runner import run_student
+
+    return run_student(*parse_arguments((ModelArguments, DataArguments, RunArguments, DistillArguments), argv,
+                                        defaults={"model_preset": "student"}))
+
+
+def _student_worker(argv: list[str]) -> dict:
+    # Small models use cores better as one-thread processes side by side than as one multi-thread process;
+    # one thread each also makes a student's numbers independent of how many run at once.
+    make_deterministic(1)
+    logging.basicConfig(level=logging.WARNING)
+    return student_run(argv)
+
+
+class Phases:
+    """The two phases. ``teacher_fn`` / ``student_fn`` take a command line (the arguments train.py / distill.py
+    take) and return all_results; ``measure_fn(model_dir, dataset_dir, hard_videos)`` returns the extra
+    columns of a reported model. The tests inject recording fakes for all three."""
+
+    def __init__(self, args, teacher_fn: Callable = teacher_run, student_fn: Callable = student_run,
+                 measure_fn: Callable | None = None):
+        self.args = args
+        self.teacher_fn, self.student_fn = teacher_fn, student_fn
+        self.measure_fn = measure_fn if measure_fn is not None else measure_model
+        self.parallel = student_fn is student_run and args.student_workers > 1
+
+    def common(self, seed: int, benchmark: dict, tuning: bool) -> list[str]:
+        argv = ["--seed", str(seed), "--synthetic_seed", str(seed),
+                "--synthetic_dir", str(Path(self.args.synthetic_dir) / f"seed-{seed}"), "--report_to", "none"]
+        for key, value in benchmark.items():
+            argv += [f"--{key}", str(value)]
+        if tuning:
+            argv += ["--test_split", ""]  # tuning runs never evaluate test (finish_run skips an empty split)
+        if self.args.disable_tqdm:
+            argv += ["--disable_tqdm", "true"]
+        return argv
+
+    def teacher(self, root: Path, seed: int, benchmark: dict, teacher_epochs: float | None, tuning: bool) -> tuple[Path, dict]:
+        folder = root / TEACHER
+        argv = ["--config", str(TEACHER_CONFIG), "--output_dir", str(folder), *self.common(seed, benchmark, tuning)]
+        if teacher_epochs:
+            argv += ["--num_train_epochs", str(teacher_epochs)]
+        if self.args.resume and finished(folder):
+            print(f"[seed {seed}] reusing the teacher in {folder}", flush=True)
+            return folder, json.loads((folder / "all_results.json").read_text())
+        print(f"[seed {seed}] teacher -> {folder}", flush=True)
+        return folder, self.teacher_fn(argv)
+
+    def student_argv(self, row: protocol.Row, settings: dict, output_dir: Path, teacher_dir: Path, seed: int,
+                     benchmark: dict, epochs: float, tuning: bool) -> list[str]:
+        argv = ["--config", str(STUDENT_CONFIG), "--output_dir", str(output_dir), *self.common(seed, benchmark, tuning),
+                "--num_train_epochs", str(epochs), *protocol.row_overrides(row, self.config_init_from_teacher())]
+        if row.needs_teacher:
+            argv += ["--teacher", str(teacher_dir)]
+        return argv + protocol.point_argv(settings)
+
+    @staticmethod
+    def config_init_from_teacher() -> str:
+        """The student config's towers copied from the teacher: it names the headline's initialisation."""
+        return _config_value(STUDENT_CONFIG, "init_from_teacher", "")
+
+    def run_students(self, seed: int, jobs: dict[str, list[str]]) -> dict[str, dict]:
+        """Each job once; finished folders are reused with --resume."""
+        results, todo = {}, {}
+        for key, argv in jobs.items():
+            folder = Path(argv[argv.index("--output_dir") + 1])
+            if self.args.resume and finished(folder):
+                results[key] = json.loads((folder / "all_results.json").read_text())
+            else:
+                todo[key] = argv
+        print(f"[seed {seed}] {len(todo)} student runs ({len(results)} reused)", flush=True)
+        if self.parallel and len(todo) > 1:
+            results.update(_in_parallel(todo, self.args.student_workers))
+        else:
+            for key, argv in todo.items():
+                results[key] = self.student_fn(argv)
+        return results
+
+    # -- phase 1 ---------------------------------------------------------------------------
+
+    def tune(self, spec: protocol.ProtocolSpec, tuning_seeds: list[int]) -> dict:
+        out = Path(self.args.output_dir)
+        metric = f"validation_{spec.selection_metric}"
+        scores = {row.name: [[] for _ in spec.points(row.name)] for row in ROWS}
+        teacher_validation = {}
+        for seed in tuning_seeds:
+            root = out / "tuning" / f"seed-{seed}"
+            teacher_dir, teacher_result = self.teacher(root, seed, spec.benchmark, spec.teacher_epochs, tuning=True)
+            teacher_validation[seed] = teacher_result.get(metric)
+            jobs = {}
+            for row in ROWS:
+                for index, point in enumerate(spec.points(row.name)):
+                    jobs[(row.name, index)] = self.student_argv(
+                        row, point, root / row.slug / f"point-{index}", teacher_dir, seed, spec.benchmark,
+                        spec.num_train_epochs, tuning=True)
+            for (name, index), result in self.run_students(seed, jobs).items():
+                if any(key.startswith("test_") for key in result):
+                    raise RuntimeError(f"tuning run {name} point {index} (seed {seed}) returned test metrics")
+                scores[name][index].append(float(result[metric]))
+        rows = {}
+        for row in ROWS:
+            points = spec.points(row.name)
+            chosen = protocol.select_best(scores[row.name])
+            rows[row.name] = {
+                "settings": points[chosen], "chosen_index": chosen,
+                "validation_mean": float(np.mean(scores[row.name][chosen])),
+                "validation": [{"settings": p, "scores": dict(zip(map(str, tuning_seeds), s)), "mean": float(np.mean(s))}
+                               for p, s in zip(points, scores[row.name])],
+            }
+        return {"version": protocol.FROZEN_VERSION, "protocol_file": spec.source, "grid": spec.grid,
+                "selection_metric": spec.selection_metric, "tuning_seeds": list(tuning_seeds),
+                "num_train_epochs": spec.num_train_epochs, "teacher_epochs": spec.teacher_epochs,
+                "benchmark": spec.benchmark, "teacher_validation": {str(k): v for k, v in teacher_validation.items()},
+                "rows": rows}
+
+    # -- phase 2 ---------------------------------------------------------------------------
+
+    def report_seed(self, frozen: dict, seed: int) -> dict[str, dict]:
+        protocol.check_seeds_disjoint([seed], frozen["tuning_seeds"])
+        root = Path(self.args.output_dir) / f"seed-{seed}"
+        benchmark = frozen["benchmark"]
+        teacher_dir, teacher_result = self.teacher(root, seed, benchmark, frozen.get("teacher_epochs"), tuning=False)
+        jobs = {row.name: self.student_argv(row, frozen["rows"][row.name]["settings"], root / row.slug, teacher_dir,
+                                            seed, benchmark, frozen["num_train_epochs"], tuning=False)
+                for row in ROWS}
+        results = {TEACHER: teacher_result, **self.run_students(seed, jobs)}
+        dataset_dir = Path(self.args.synthetic_dir) / f"seed-{seed}" / "dataset"
+        hard_videos = self.hard_videos(dataset_dir)
+        rows = {}
+        for name in [TEACHER, *(row.name for row in ROWS)]:  # table order
+            folder = teacher_dir if name == TEACHER else root / protocol.ROWS_BY_NAME[name].slug
+            rows[name] = {**results[name], **self.measure_fn(folder, dataset_dir, hard_videos)}
+            check = rows[name].pop("full_t2v_R@1", None)
+            if check is not None and abs(check - rows[name]["test_t2v_R@1"]) > 1e-6:
+                print(f"warning: {name}: t2v R@1 from the saved similarities ({check:.2f}) differs from the "
+                      f"run's ({rows[name]['test_t2v_R@1']:.2f})", flush=True)
+        rows[TEACHER]["hard_num_videos"] = len(hard_videos) if hard_videos is not None else None
+        return rows
+
+    def hard_videos(self, dataset_dir: Path) -> list[int] | None:
+        if not dataset_dir.is_dir():
+            return None
+        from datasets import load_from_disk
+
+        captions = [list(c) for c in load_from_disk(str(dataset_dir))["test"]["captions"]]
+        return protocol.hard_negative_subset(captions, self.args.hard_fraction)
+
+
+def _config_value(path: Path, key: str, default):
+    import yaml
+
+    return (yaml.safe_load(path.read_text()) or {}).get(key, default)
+
+
+def _in_parallel(jobs: dict, workers: int) -> dict:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_all_start_methods, get_context
+
+    # Forked workers share this process's decoded clips copy-on-write (the teacher has just decoded them).
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    results = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
+        futures = {pool.submit(_student_worker, argv): key for key, argv in jobs.items()}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements on a reported model
+# --------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def video_throughput(model_dir: Path, dataset_dir: Path, split: str = "test", batch_size: int = 64,
-                     repeats: int = 3) -> float:
-    """Clips per second through preprocessing and the video tower on decoded, cached clips (not the decoder):
-    the best of ``repeats`` passes over the split, since a single pass of a small student varied by 20 %."""
+def measure_model(model_dir: Path, dataset_dir: Path, hard_videos: list[int] | None, batch_size: int = 64,
+                  repeats: int = 3) -> dict:
+    """Clips/s of the video tower on decoded, cached test clips (best of ``repeats`` passes: one pass of a small
+    model varied by 20 %), and the test similarity matrix (saved as ``test_similarity.npy``) restricted to the
+    hard-negative subset. ``full_t2v_R@1`` re-derives the run's own test R@1 from the matrix as a check."""
     from datasets import load_from_disk
 
     from modeling_mckd import MCKDModel, MCKDProcessor
     from modeling_mckd.data import ClipStore
-    from modeling_mckd.training import encode_videos
+    from modeling_mckd.training import encode_texts
 
     model = MCKDModel.from_pretrained(model_dir).eval()
     processor = MCKDProcessor.from_pretrained(model_dir)
-    videos = load_from_disk(str(dataset_dir))[split]
+    videos = load_from_disk(str(dataset_dir))["test"]
     store = ClipStore(videos, input_mode=processor.video_processor.input_mode, cache=True)
-    encode_videos(model, processor, store, batch_size, "cpu")  # fills the cache, warms up
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        encode_videos(model, processor, store, batch_size, "cpu")
-        seconds.append(time.perf_counter() - start)
-    return len(videos) / min(seconds)
+    seconds, video_embeds = _best_encoding_seconds(model, processor, store, batch_size, repeats)
+    captions = [list(c) for c in videos["captions"]]
+    text_to_video = np.repeat(np.arange(len(captions)), [len(c) for c in captions])
+    text_embeds = encode_texts(model, processor, [c for caps in captions for c in caps], batch_size, "cpu")
+    similarity = (text_embeds @ video_embeds.T).numpy()
+    np.save(model_dir / "test_similarity.npy", similarity)
+    np.save(model_dir / "test_text_to_video.npy", text_to_video)
+    out = {"clips_per_s": len(videos) / seconds,
+           "full_t2v_R@1": protocol.t2v_recall_at_1(similarity, text_to_video)}
+    if hard_videos:
+        out["hard_t2v_R@1"] = protocol.t2v_recall_at_1(similarity, text_to_video, hard_videos)
+    return out
 
 
-def finished(model_dir: Path) -> bool:
-    """A model folder that a completed run wrote (all_results.json is written last but one)."""
-    return (model_dir / "all_results.json").is_file() and (model_dir / "model.safetensors").is_file()
+# -- kept for benchmarks/ablate_distillation.py and bench_cpu_allocator.py, which import them ------------------
 
 
-def train_student(argv: list[str], kd: float, disc: float) -> dict:
-    """One student of the table: the config's kd / disc weights times the row's multipliers."""
+def train_student(argv: list[str], kd: float = 1.0, disc: float = 1.0) -> dict:
+    """One student run, its config's kd / disc weights times ``kd`` / ``disc`` (0 for kd: no teacher at all)."""
+    from modeling_mckd.runner import run_student
+
     parsed = parse_arguments((ModelArguments, DataArguments, RunArguments, DistillArguments), argv,
                              defaults={"model_preset": "student"})
     distill_args = parsed[3]
     distill_args.kd_weight *= kd
     distill_args.disc_weight *= disc
     if not distill_args.kd_weight:
-        # a student trained without a teacher takes nothing from it, not even its towers
-        distill_args.teacher = None
-        distill_args.init_from_teacher = ""
+        distill_args.teacher, distill_args.init_from_teacher = None, ""
     return run_student(*parsed[:3], distill_args)
 
 
-def _student_worker(argv: list[str], kd: float, disc: float) -> dict:
-    # Small models use cores better as one-thread processes side by side than as one process
-    # with several threads (measured: two one-thread students finish in about the time of one
-    # two-thread student).
-    torch.set_num_threads(1)
+def _weighted_worker(argv: list[str], kd: float, disc: float) -> dict:
+    make_deterministic(1)
     logging.basicConfig(level=logging.WARNING)
-    return train_student([*argv, "--disable_tqdm", "true"], kd, disc)
+    return train_student(argv, kd, disc)
 
 
 def train_students_in_parallel(seed: int, jobs: dict[str, tuple], workers: int) -> dict[str, dict]:
-    """Train the students in ``workers`` processes; one progress bar counts finished students."""
+    """``jobs``: name -> (argv, kd, disc), trained in ``workers`` one-thread processes."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_all_start_methods, get_context
 
-    from tqdm.auto import tqdm
-
-    print(f"[seed {seed}] {len(jobs)} students, {workers} at a time: " + ", ".join(jobs), flush=True)
-    # Forked workers share this process's decoded clips (modeling_mckd.data keeps them per process;
-    # the teacher has just decoded every split) copy-on-write: no second decode, no second copy.
-    # The children set one torch thread before any op, as DataLoader workers do after a fork.
     method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    rows = {}
+    print(f"[seed {seed}] {len(jobs)} students, {workers} at a time", flush=True)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
-        futures = {pool.submit(_student_worker, *job): name for name, job in jobs.items()}
-        with tqdm(total=len(futures), desc=f"seed {seed} students", unit="model") as bar:
-            for future in as_completed(futures):
-                rows[futures[future]] = future.result()
-                bar.set_postfix_str(f"done: {futures[future]}")
-                bar.update()
-    return rows
+        futures = {pool.submit(_weighted_worker, *job): name for name, job in jobs.items()}
+        return {futures[f]: f.result() for f in as_completed(futures)}
 
 
-def run_seed(seed: int, args) -> dict[str, dict]:
-    root = Path(args.output_dir) / f"seed-{seed}"
-    common = ["--seed", str(seed), "--synthetic_dir", args.synthetic_dir, "--report_to", "none"]
-    if args.quick:
-        common += ["--synthetic_num_train", "300", "--synthetic_num_val", "60", "--synthetic_num_test", "100",
-                   "--num_train_epochs", "3"]
-    if args.disable_tqdm:
-        common += ["--disable_tqdm", "true"]
-    rows = {}
-    teacher_dir = root / "teacher"
-    model_args, data_args, run_args = parse_arguments(
-        (ModelArguments, DataArguments, RunArguments),
-        ["--config", str(REPO / "configs/synthetic_teacher.yaml"), "--output_dir", str(teacher_dir), *common],
-    )
-    if (args.reuse_teachers or args.resume) and finished(teacher_dir):
-        # The teacher of this seed was trained by an earlier run.
-        print(f"[seed {seed}] reusing the teacher in {teacher_dir}", flush=True)
-        rows["teacher"] = json.loads((teacher_dir / "all_results.json").read_text())
-    else:
-        print(f"[seed {seed}] teacher -> {teacher_dir}", flush=True)
-        rows["teacher"] = run_teacher(model_args, data_args, run_args)
-    dataset_dir = Path(args.synthetic_dir) / "dataset"
-    jobs = {}
-    for name, (kd, disc) in STUDENTS.items():
-        output_dir = root / slug(name)
-        if args.resume and finished(output_dir):
-            print(f"[seed {seed}] reusing {name} in {output_dir}", flush=True)
-            rows[name] = json.loads((output_dir / "all_results.json").read_text())
-            continue
-        argv = ["--config", str(REPO / "configs/synthetic_student.yaml"), "--output_dir", str(output_dir),
-                "--teacher", str(teacher_dir), *common]
-        jobs[name] = (argv, kd, disc)
-    if args.student_workers > 1 and len(jobs) > 1:
-        rows.update(train_students_in_parallel(seed, jobs, args.student_workers))
-    else:
-        for name, (argv, kd, disc) in jobs.items():
-            print(f"[seed {seed}] {name} -> {argv[3]}", flush=True)
-            rows[name] = train_student(argv, kd, disc)
-    rows = {name: rows[name] for name in ["teacher", *STUDENTS]}  # table order
-    for name, result in rows.items():
-        folder = teacher_dir if name == "teacher" else root / slug(name)
-        result["clips_per_s"] = video_throughput(folder, dataset_dir)
-    return rows
+def video_throughput(model_dir: Path, dataset_dir: Path, split: str = "test", batch_size: int = 64,
+                     repeats: int = 3) -> float:
+    """Clips/s of ``measure_model``'s timing alone, on any split (no similarity matrix written)."""
+    from datasets import load_from_disk
+
+    from modeling_mckd import MCKDModel, MCKDProcessor
+    from modeling_mckd.data import ClipStore
+
+    model = MCKDModel.from_pretrained(model_dir).eval()
+    processor = MCKDProcessor.from_pretrained(model_dir)
+    videos = load_from_disk(str(dataset_dir))[split]
+    store = ClipStore(videos, input_mode=processor.video_processor.input_mode, cache=True)
+    return len(videos) / _best_encoding_seconds(model, processor, store, batch_size, repeats)[0]
 
 
-def _mean_std(values: list[float]) -> str:
-    """A table cell: the mean over seeds, with the sample std when there are several."""
-    mean = statistics.fmean(values)
-    return f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+def _best_encoding_seconds(model, processor, store, batch_size: int, repeats: int):
+    """Best of ``repeats`` timed passes after one untimed pass that fills the clip cache; and the embeddings."""
+    from modeling_mckd.training import encode_videos
+
+    with torch.no_grad():
+        embeddings, _ = encode_videos(model, processor, store, batch_size, "cpu")
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            encode_videos(model, processor, store, batch_size, "cpu")
+            seconds.append(time.perf_counter() - start)
+    return min(seconds), embeddings
 
 
-def format_table(per_seed: dict[int, dict[str, dict]]) -> str:
-    names = list(next(iter(per_seed.values())))
-    header = ["model", *COLUMNS, "params", "clips/s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in names:
-        cells = [name]
-        for key in [*[f"test_{c}" for c in COLUMNS], "num_parameters", "clips_per_s"]:
-            values = [per_seed[s][name][key] for s in per_seed]
-            cells.append(f"{int(statistics.fmean(values)):,}" if key == "num_parameters" else _mean_std(values))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def probe_lines(per_seed: dict, synthetic_dir: Path) -> list[str]:
+    """The bag-of-words -> audio probe's test t2v R@1 next to the teacher's, when the package has the probe."""
+    try:
+        from modeling_mckd.probes import bag_of_words_probe
+    except ImportError:
+        return []
+    from datasets import load_from_disk
+
+    values = []
+    for seed in per_seed:
+        try:
+            result = bag_of_words_probe(load_from_disk(str(synthetic_dir / f"seed-{seed}" / "dataset")), modality="audio")
+            values.append(protocol.probe_r1(result))
+        except Exception as error:  # the probe is another module's: report its failure, keep the table
+            return [f"Bag-of-words → audio probe: failed ({type(error).__name__}: {error})."]
+    teacher = [per_seed[s][TEACHER]["test_t2v_R@1"] for s in per_seed]
+    return [f"Bag-of-words → audio probe (text alone, linear, no frames), test t2v R@1: {protocol.mean_std(values)} "
+            f"(per seed {', '.join(f'{v:.2f}' for v in values)}); teacher {protocol.mean_std(teacher)}."]
 
 
-PART_COLUMNS = ("t2v_R@1", "visual_only_t2v_R@1", "audio_only_t2v_R@1", "visual_only_rsum", "audio_only_rsum")
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
 
 
-def format_parts_table(per_seed: dict[int, dict[str, dict]]) -> str | None:
-    """What each part of a fused video embedding retrieves alone (test split). Models trained before the
-    per-part evaluation existed have no such numbers: they are left out, and with none left so is the table."""
-    names = [name for name in next(iter(per_seed.values()))
-             if all(f"test_{PART_COLUMNS[1]}" in per_seed[s][name] for s in per_seed)]
-    if not names:
-        return None
-    header = ["model", "t2v_R@1 (fused)", "t2v_R@1 visual only", "t2v_R@1 audio only", "rsum visual only",
-              "rsum audio only"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in names:
-        cells = [name]
-        for key in PART_COLUMNS:
-            cells.append(_mean_std([per_seed[s][name][f"test_{key}"] for s in per_seed]))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def goal_report(per_seed: dict[int, dict[str, dict]]) -> list[str]:
-    """The goals of the default setting, each with what this run measured."""
-    def r1(name):
-        return [per_seed[s][name]["test_t2v_R@1"] for s in per_seed]
-
-    full, ranking, disc, teacher = r1("MCKD student (full)"), r1("student ranking-only"), r1("student + discrimination"), r1("teacher")
-    speed = statistics.fmean(per_seed[s]["MCKD student (full)"]["clips_per_s"] / per_seed[s]["teacher"]["clips_per_s"] for s in per_seed)
-    gain = statistics.fmean(full) - statistics.fmean(ranking)
-    gain_disc = statistics.fmean(full) - statistics.fmean(disc)
-    ratio = statistics.fmean(full) / max(statistics.fmean(teacher), 1e-9)
-    t_r5 = statistics.fmean(per_seed[s]["teacher"]["test_t2v_R@5"] for s in per_seed)
-    return [
-        f"- full MCKD vs ranking-only, t2v R@1: {gain:+.1f} points (goal >= +5, ranges "
-        f"{'do not overlap' if min(full) > max(ranking) else 'overlap'}): {'met' if gain >= 5 and min(full) > max(ranking) else 'NOT met'}",
-        f"- full MCKD vs ranking + discrimination (no teacher), t2v R@1: {gain_disc:+.1f} points (goal >= +2): {'met' if gain_disc >= 2 else 'NOT met'}",
-        f"- full MCKD / teacher t2v R@1: {100 * ratio:.0f} % (goal >= 90 %): {'met' if ratio >= 0.9 else 'NOT met'}",
-        f"- student video encoding speed-up over the teacher: {speed:.1f}x (goal >= 5x): {'met' if speed >= 5 else 'NOT met'}",
-        f"- teacher t2v R@5: {t_r5:.1f} (must stay well below 100 so models can be told apart)",
-    ]
-
-
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--output_dir", default="runs/default")
-    parser.add_argument("--synthetic_dir", default="data/synthetic")
-    parser.add_argument("--quick", action="store_true", help="a small, few-epoch run to check the pipeline")
-    parser.add_argument("--disable_tqdm", action="store_true")
-    parser.add_argument("--student_workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="reported seeds (each tested once)")
+    parser.add_argument("--tuning_seeds", type=int, nargs="+", default=None,
+                        help="tuning seeds (validation only); default: the protocol file's")
+    parser.add_argument("--protocol", "--grid_file", dest="protocol", default=None,
+                        help=f"the grid file (default {PROTOCOL_FILE.relative_to(REPO)}; --quick: "
+                             f"{QUICK_PROTOCOL_FILE.relative_to(REPO)})")
+    parser.add_argument("--frozen", default=None,
+                        help="skip tuning and report with this frozen file (default: tune, then write OUTPUT/frozen.json)")
+    parser.add_argument("--tune_only", action="store_true", help="stop after writing the frozen file")
+    parser.add_argument("--output_dir", default=None, help="default runs/protocol (--quick: runs/protocol-quick)")
+    parser.add_argument("--synthetic_dir", default=None,
+                        help="one benchmark per seed in DIR/seed-S (default data/synthetic; --quick: data/synthetic-quick)")
+    parser.add_argument("--quick", action="store_true", help="tiny benchmark, 2 epochs, 2-point grid: checks the pipeline")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the main process (teachers); fixed so "
+                        "that results do not depend on the machine's core count")
+    parser.add_argument("--student_workers", type=int, default=2,
                         help="students trained at once, each in its own one-thread process (1: one after another)")
-    parser.add_argument("--reuse_teachers", action="store_true",
-                        help="keep each seed's teacher from an earlier run (in --output_dir) and retrain the students")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep every model (teacher or student) that an earlier run finished in --output_dir; "
-                             "train only the missing ones (throughput is always re-measured here)")
+    parser.add_argument("--hard_fraction", type=float, default=protocol.HARD_FRACTION,
+                        help="the hard-negative test subset: this fraction of test videos whose captions have the "
+                             "closest caption of another video (bag-of-words cosine)")
+    parser.add_argument("--resume", action="store_true", help="reuse every model an earlier run finished in OUTPUT")
+    parser.add_argument("--disable_tqdm", action="store_true")
     parser.add_argument("--results_doc", default=str(REPO / "docs" / "results.md"))
-    args = parser.parse_args(argv)
-    if args.quick and args.synthetic_dir == parser.get_default("synthetic_dir"):
-        args.synthetic_dir += "-quick"  # a different benchmark size: keep the full one intact
+    return parser
+
+
+def resolve_defaults(args) -> None:
+    suffix = "-quick" if args.quick else ""
+    args.output_dir = args.output_dir or f"runs/protocol{suffix}"
+    args.synthetic_dir = args.synthetic_dir or f"data/synthetic{suffix}"
+    args.protocol = args.protocol or str(QUICK_PROTOCOL_FILE if args.quick else PROTOCOL_FILE)
+
+
+def main(argv=None, phases_factory: Callable = Phases) -> dict:
+    args = build_parser().parse_args(argv)
+    resolve_defaults(args)
     logging.basicConfig(level=logging.WARNING)
-    # every model trains and is timed under the same allocator (run_teacher / run_student set it too)
-    tune_cpu_allocator()
+    make_deterministic(args.threads)
+    out = Path(args.output_dir)
+    phases = phases_factory(args)
     start = time.time()
-    per_seed, seed_minutes = {}, {}
+    if args.frozen:
+        frozen = protocol.read_frozen(args.frozen)  # the grid file is not read at all
+        tuning_minutes = None
+        if args.tuning_seeds and sorted(args.tuning_seeds) != sorted(frozen["tuning_seeds"]):
+            raise ValueError(f"--tuning_seeds {args.tuning_seeds} differ from {args.frozen}'s {frozen['tuning_seeds']}")
+    else:
+        spec = protocol.load_protocol(args.protocol)
+        tuning_seeds = args.tuning_seeds or spec.tuning_seeds
+        protocol.check_seeds_disjoint(args.seeds, tuning_seeds)  # before any training
+        frozen = phases.tune(spec, tuning_seeds)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "frozen.json").write_text(json.dumps(frozen, indent=2) + "\n")
+        tuning_minutes = (time.time() - start) / 60
+        print(f"tuning: {tuning_minutes:.1f} min; frozen settings in {out / 'frozen.json'}", flush=True)
+        if args.tune_only:
+            return {"frozen": frozen}
+    protocol.check_seeds_disjoint(args.seeds, frozen["tuning_seeds"])
+    per_seed, minutes = {}, {}
     for seed in args.seeds:
         seed_start = time.time()
-        per_seed[seed] = run_seed(seed, args)
-        seed_minutes[seed] = (time.time() - seed_start) / 60
-        print(f"[seed {seed}] done in {seed_minutes[seed]:.1f} min", flush=True)
-    table = format_table(per_seed)
-    parts = format_parts_table(per_seed)
-    if parts:
-        table += ("\n\nEach part of the fused video embedding alone (test t2v R@1 and rsum; chance R@1 is "
-                  f"{100 / _num_test_videos(per_seed):.1f}):\n\n" + parts)
-    goals = goal_report(per_seed)
-    minutes = (time.time() - start) / 60
-    print("\nTest split of the synthetic benchmark (" + ", ".join(f"seed {s}" for s in args.seeds) + "):\n")
-    print(table)
-    print("\n" + "\n".join(goals))
-    per_seed_text = ", ".join(f"seed {s}: {m:.1f}" for s, m in seed_minutes.items())
-    print(f"\nwall time: {minutes:.1f} min ({per_seed_text}); model folders in {args.output_dir}")
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.output_dir) / "results.json").write_text(json.dumps(per_seed, indent=2, default=float))
-    if sorted(args.seeds) == OFFICIAL_SEEDS and not args.quick:
-        write_results_doc(Path(args.results_doc), table, goals, minutes, reused=args.reuse_teachers or args.resume)
+        per_seed[seed] = phases.report_seed(frozen, seed)
+        minutes[seed] = (time.time() - seed_start) / 60
+        print(f"[seed {seed}] done in {minutes[seed]:.1f} min", flush=True)
+    headline_towers = bool(Phases.config_init_from_teacher())
+    baseline = protocol.best_baseline(frozen, headline_towers)
+    verdicts = protocol.judge_goals(per_seed, headline_towers, baseline, minutes)
+    hard = [per_seed[s][TEACHER].get("hard_num_videos") for s in per_seed]
+    hard_info = ""
+    if all(h is not None for h in hard):
+        hard_info = (f"Hard-negative test subset: the {100 * args.hard_fraction:g} % of test videos with a caption "
+                     "whose nearest caption of another video is closest (bag-of-words cosine, words in over half "
+                     "the captions dropped); retrieval among them only "
+                     f"({', '.join(f'seed {s}: {h} videos' for s, h in zip(per_seed, hard))}).")
+    text = protocol.report(per_seed, frozen, verdicts, headline_teacher_towers=headline_towers, hard_info=hard_info,
+                           probe_lines=probe_lines(per_seed, Path(args.synthetic_dir)))
+    total = (time.time() - start) / 60
+    timing = (f"Wall time: {total:.1f} min in all"
+              + (f", of which tuning {tuning_minutes:.1f} min" if tuning_minutes is not None else " (frozen file reused)")
+              + "; " + ", ".join(f"seed {s}: {m:.1f} min" for s, m in minutes.items()) + ".")
+    print("\n" + text + "\n\n" + timing)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"per_seed": per_seed, "verdicts": [v.__dict__ for v in verdicts],
+                                                  "minutes": minutes, "tuning_minutes": tuning_minutes},
+                                                 indent=2, default=float))
+    if sorted(args.seeds) == ISSUE_SEEDS and not args.quick:
+        write_results_doc(Path(args.results_doc), text + "\n\n" + timing)
         print(f"wrote {args.results_doc}")
-
-
-def _num_test_videos(per_seed: dict[int, dict[str, dict]]) -> int:
-    first = next(iter(next(iter(per_seed.values())).values()))
-    return int(first.get("test_num_videos", 500))
+    return {"frozen": frozen, "per_seed": per_seed, "verdicts": verdicts, "text": text}
 
 
 BEGIN_MARK = "<!-- reproduce.py: begin (generated, do not edit between the marks) -->"
 END_MARK = "<!-- reproduce.py: end -->"
 
 
-def write_results_doc(path: Path, table: str, goals: list[str], minutes: float, reused: bool = False) -> None:
+def write_results_doc(path: Path, body: str) -> None:
     """Replace the generated block of ``path`` (between the marks), keeping the hand-written text around it."""
-    block = (
-        BEGIN_MARK + "\n\n"
-        "Regenerate with `python benchmarks/reproduce.py --seeds 0 1 2` (mean ± std over the three "
-        "seeds, test split; model settings in `configs/synthetic_*.yaml`). "
-        f"This run took {minutes:.0f} minutes on the machine that produced it"
-        + (" (reusing models that an earlier run had finished: `--resume` / `--reuse_teachers`)" if reused else "")
-        + ".\n\n" + table + "\n\n**Goals**\n\n" + "\n".join(goals) + "\n\n" + END_MARK
-    )
+    block = (BEGIN_MARK + "\n\nRegenerate with `python benchmarks/reproduce.py --seeds 0 1 2 3 4` (protocol above).\n\n"
+             + body + "\n\n" + END_MARK)
     text = path.read_text() if path.is_file() else "# Results on the synthetic default\n\n"
     if BEGIN_MARK in text and END_MARK in text:
         head, rest = text.split(BEGIN_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1]
-        text = head + block + tail
+        text = head + block + rest.split(END_MARK, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
