@@ -566,6 +566,126 @@ def test_distillation_batch_mismatch():
         DistillationLoss()(t64(TEXT), t64(VIDEO), t64(TEXT)[:2], t64(VIDEO)[:2])
 
 
+# A batch with one video twice (two captions of video 0): rows 0 and 1 share the video embedding.
+TWIN_IDS = [0, 0, 1, 2]
+TWIN_STUDENT_TEXT = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]]
+TWIN_STUDENT_VIDEO = [[0.8, 0.6], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
+TWIN_TEACHER_TEXT = [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+TWIN_TEACHER_VIDEO = [VIDEO[0], VIDEO[0], VIDEO[1], VIDEO[2]]
+
+
+def relation_kl_by_hand(teacher_rows, student_rows, temperature, keep):
+    """Mean over rows i with some kept j of KL over the entries j with keep(i, j)."""
+    teacher_sims, student_sims = gram(teacher_rows, teacher_rows), gram(student_rows, student_rows)
+    teacher_logits, student_logits = [], []
+    for i in range(len(teacher_rows)):
+        columns = [j for j in range(len(teacher_rows)) if keep(i, j)]
+        if columns:
+            teacher_logits.append([teacher_sims[i][j] / temperature for j in columns])
+            student_logits.append([student_sims[i][j] / temperature for j in columns])
+    return kl_rows(teacher_logits, student_logits)
+
+
+def twin_args():
+    return t64(TWIN_STUDENT_TEXT), t64(TWIN_STUDENT_VIDEO), t64(TWIN_TEACHER_TEXT), t64(TWIN_TEACHER_VIDEO)
+
+
+def test_distillation_relation_masks_the_twin_video_given_ids():
+    temperature, weight = 0.5, 2.0
+    other_video = lambda i, j: TWIN_IDS[i] != TWIN_IDS[j]  # noqa: E731
+    not_self = lambda i, j: i != j  # noqa: E731
+    video_kl = relation_kl_by_hand(TWIN_TEACHER_VIDEO, TWIN_STUDENT_VIDEO, temperature, other_video)
+    text_kl = relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, other_video)
+    # Row 0's video-video row without the fix holds its twin (row 1) at cosine 1 for both models.
+    assert gram(TWIN_STUDENT_VIDEO, TWIN_STUDENT_VIDEO)[0][1] == pytest.approx(1.0)
+    loss = DistillationLoss("relation", temperature=temperature, intra_modal_weight=weight)
+    masked = loss(*twin_args(), ids=torch.tensor(TWIN_IDS)).item()
+    assert masked == pytest.approx(weight * (text_kl + video_kl) / 2, rel=1e-12)
+
+    unmasked = loss(*twin_args()).item()
+    unmasked_by_hand = weight * (
+        relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, not_self)
+        + relation_kl_by_hand(TWIN_TEACHER_VIDEO, TWIN_STUDENT_VIDEO, temperature, not_self)
+    ) / 2
+    assert unmasked == pytest.approx(unmasked_by_hand, rel=1e-12)
+    assert abs(masked - unmasked) > 1e-3
+
+    # keep_same_video_captions: only the diagonal leaves the text-text relation; the video side is still masked.
+    kept = DistillationLoss("relation", temperature=temperature, intra_modal_weight=weight, keep_same_video_captions=True)
+    text_kl_kept = relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, not_self)
+    assert kept(*twin_args(), ids=torch.tensor(TWIN_IDS)).item() == pytest.approx(
+        weight * (text_kl_kept + video_kl) / 2, rel=1e-12
+    )
+    assert abs(text_kl_kept - text_kl) > 1e-3
+
+
+def test_distillation_relation_with_every_video_twice_equals_the_deduplicated_batch():
+    # Each video with 2 captions (as in training): with ids, the video-video relation over the 6 rows is
+    # the relation over the 3 distinct videos (each kept entry appears twice with half the mass).
+    student_videos, teacher_videos = unit_rows(3, 4, seed=50), unit_rows(3, 5, seed=51)
+    rows = torch.tensor([0, 1, 2, 0, 2, 1])
+    loss = DistillationLoss("relation", temperature=0.1)
+    duplicated = loss(unit_rows(6, 4, seed=52), student_videos[rows], unit_rows(6, 5, seed=53), teacher_videos[rows],
+                      ids=rows, text_relation=False)
+    distinct = loss(unit_rows(3, 4, seed=54), student_videos, unit_rows(3, 5, seed=55), teacher_videos,
+                    text_relation=False)
+    assert duplicated.item() == pytest.approx(distinct.item(), rel=1e-12)
+    assert distinct.item() > 1e-3
+    without_ids = loss(unit_rows(6, 4, seed=52), student_videos[rows], unit_rows(6, 5, seed=53), teacher_videos[rows],
+                       text_relation=False)
+    assert abs(without_ids.item() - distinct.item()) > 1e-3
+
+
+def test_distillation_text_relation_false_drops_exactly_the_text_term():
+    temperature, weight = 0.5, 3.0
+    loss = DistillationLoss("kl+relation", temperature=temperature, intra_modal_weight=weight)
+    kl_only = DistillationLoss("kl", temperature=temperature)(*twin_args()).item()
+    for ids, keep in ((None, lambda i, j: i != j), (torch.tensor(TWIN_IDS), lambda i, j: TWIN_IDS[i] != TWIN_IDS[j])):
+        text_kl = relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, keep)
+        video_kl = relation_kl_by_hand(TWIN_TEACHER_VIDEO, TWIN_STUDENT_VIDEO, temperature, keep)
+        full = loss(*twin_args(), ids=ids).item()
+        without_text = loss(*twin_args(), ids=ids, text_relation=False).item()
+        assert full - without_text == pytest.approx(weight * text_kl / 2, rel=1e-9)
+        assert without_text == pytest.approx(kl_only + weight * video_kl / 2, rel=1e-12)
+    # Without a relation term the flag changes nothing.
+    kl = DistillationLoss("kl", temperature=temperature)
+    assert kl(*twin_args(), text_relation=False).item() == kl_only
+
+
+@pytest.mark.parametrize("mode", ["kl", "pearson", "feature", "kl+pearson"])
+def test_distillation_ids_change_only_the_relation_term(mode):
+    extra = {"student_projected_text": unit_rows(4, 3, seed=56), "student_projected_video": unit_rows(4, 3, seed=57)}
+    loss = DistillationLoss(mode, temperature=0.3)
+    assert loss(*twin_args(), ids=torch.tensor(TWIN_IDS), **extra) == loss(*twin_args(), **extra)
+
+
+def test_distillation_relation_with_unique_ids_is_the_diagonal_only_relation():
+    args = (unit_rows(5, 4, seed=58), unit_rows(5, 4, seed=59), unit_rows(5, 3, seed=60), unit_rows(5, 3, seed=61))
+    loss = DistillationLoss("kl+relation", temperature=0.2)
+    assert loss(*args, ids=torch.tensor([9, 2, 4, 0, 7])).item() == pytest.approx(loss(*args).item(), rel=1e-12)
+
+
+def test_distillation_relation_with_ids_gradcheck_and_single_video_batch():
+    student_text = unit_rows(4, 3, seed=62).requires_grad_(True)
+    student_video = unit_rows(4, 3, seed=63)[torch.tensor([0, 0, 1, 2])].clone().requires_grad_(True)
+    teacher_text, teacher_video = unit_rows(4, 5, seed=64), unit_rows(4, 5, seed=65)
+    ids = torch.tensor(TWIN_IDS)
+    loss = DistillationLoss("relation", temperature=0.5)
+    assert torch.autograd.gradcheck(
+        lambda text, video: loss(text, video, teacher_text, teacher_video, ids=ids), (student_text, student_video)
+    )
+    # All rows of one video: no other instance to relate to, so 0, attached, and finite gradients.
+    value = loss(student_text, student_video, teacher_text, teacher_video, ids=torch.tensor([3, 3, 3, 3]))
+    assert value.item() == 0.0
+    value.backward()
+    assert torch.isfinite(student_text.grad).all() and torch.isfinite(student_video.grad).all()
+
+
+def test_distillation_bad_ids():
+    with pytest.raises(ValueError, match=r"ids: expected shape \(4,\)"):
+        DistillationLoss("relation")(*twin_args(), ids=torch.tensor([0, 0, 1]))
+
+
 # ------------------------------------------------------------------------------ AnchorDistillationLoss
 
 
