@@ -418,8 +418,8 @@ def _check_negatives(value, name: str = "negatives") -> str:
     return value
 
 
-def _query_costs(scores: torch.Tensor, is_negative: torch.Tensor, margin: float, negatives: str) -> torch.Tensor:
-    """Hinge cost of each query (row of ``scores``), shape (Q,).
+def _summed_query_costs(scores: torch.Tensor, is_negative: torch.Tensor, margin: float, negatives: str) -> torch.Tensor:
+    """Sum over the queries (rows of ``scores``) of their hinge costs, a scalar.
 
     ``scores[q, k]`` is the similarity of query ``q`` with candidate ``k``; the positive of query
     ``q`` is ``scores[q, q]``. A query with no negative costs 0.
@@ -428,10 +428,10 @@ def _query_costs(scores: torch.Tensor, is_negative: torch.Tensor, margin: float,
     hinge = (margin + scores - positive).clamp(min=0)
     if negatives == "all":
         # Costs are >= 0, so zeroing the non-negatives leaves the sum of the rest intact.
-        return (hinge * is_negative.to(hinge.dtype)).sum(dim=1)
+        return (hinge * is_negative.to(hinge.dtype)).sum()
     if negatives == "hardest":
         # The hinge is monotone in the score: its max over the negatives is the hardest negative's.
-        return (hinge * is_negative.to(hinge.dtype)).max(dim=1).values
+        return (hinge * is_negative.to(hinge.dtype)).max(dim=1).values.sum()
     # semi_hard: the most similar negative that is still less similar than the positive; a query
     # without one falls back to its least similar negative (the one closest to being semi-hard).
     detached = scores.detach()
@@ -440,7 +440,7 @@ def _query_costs(scores: torch.Tensor, is_negative: torch.Tensor, margin: float,
     easiest = detached.masked_fill(~is_negative, float("inf")).argmin(dim=1)
     chosen = torch.where(semi_hard.any(dim=1), hardest_semi_hard, easiest)
     cost = hinge.gather(1, chosen[:, None]).squeeze(1)
-    return cost * is_negative.any(dim=1).to(cost.dtype)
+    return (cost * is_negative.any(dim=1).to(cost.dtype)).sum()
 
 
 class RankingLoss(nn.Module):
@@ -543,9 +543,9 @@ class RankingLoss(nn.Module):
             is_negative = ~_positive_mask(ids, ids)
         # Text queries are the rows of sims; video queries are the rows of sims.T (sims.T[j, i] = s_ij),
         # so both directions take their max / sum along dim 1 of their own score matrix.
-        loss = _query_costs(sims, is_negative, self.margin, mode).sum() + _query_costs(
+        loss = _summed_query_costs(sims, is_negative, self.margin, mode) + _summed_query_costs(
             sims.T, is_negative.T, self.margin, mode
-        ).sum()
+        )
         return loss / batch if self.reduction == "mean" else loss
 
 
