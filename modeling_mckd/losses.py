@@ -409,41 +409,126 @@ def multimodal_contrastive_loss(
 # --------------------------------------------------------------------------------------------
 
 
+_RANKING_NEGATIVES = ("hardest", "all", "semi_hard")
+
+
+def _check_negatives(value, name: str = "negatives") -> str:
+    if not isinstance(value, str) or value not in _RANKING_NEGATIVES:
+        raise ValueError(f"{name}: expected one of {list(_RANKING_NEGATIVES)}, got {value!r}")
+    return value
+
+
+def _summed_query_costs(scores: torch.Tensor, is_negative: torch.Tensor, margin: float, negatives: str) -> torch.Tensor:
+    """Sum over the queries (rows of ``scores``) of their hinge costs, a scalar.
+
+    ``scores[q, k]`` is the similarity of query ``q`` with candidate ``k``; the positive of query
+    ``q`` is ``scores[q, q]``. A query with no negative costs 0.
+    """
+    positive = scores.diagonal()[:, None]
+    hinge = (margin + scores - positive).clamp(min=0)
+    if negatives == "all":
+        # Costs are >= 0, so zeroing the non-negatives leaves the sum of the rest intact.
+        return (hinge * is_negative.to(hinge.dtype)).sum()
+    if negatives == "hardest":
+        # The hinge is monotone in the score: its max over the negatives is the hardest negative's.
+        return (hinge * is_negative.to(hinge.dtype)).max(dim=1).values.sum()
+    # semi_hard: the most similar negative that is still less similar than the positive; a query
+    # without one falls back to its least similar negative (the one closest to being semi-hard).
+    detached = scores.detach()
+    semi_hard = is_negative & (detached < positive.detach())
+    hardest_semi_hard = detached.masked_fill(~semi_hard, float("-inf")).argmax(dim=1)
+    easiest = detached.masked_fill(~is_negative, float("inf")).argmin(dim=1)
+    chosen = torch.where(semi_hard.any(dim=1), hardest_semi_hard, easiest)
+    cost = hinge.gather(1, chosen[:, None]).squeeze(1)
+    return (cost * is_negative.any(dim=1).to(cost.dtype)).sum()
+
+
 class RankingLoss(nn.Module):
-    r"""Bidirectional triplet ranking loss on cosine similarities (VSE++).
+    r"""Bidirectional triplet ranking loss on cosine similarities (VSE / VSE++).
 
     With ``s_ij = t_i . v_j`` (the inputs are expected L2-normalised; ``normalize=True``
     normalises them here), the positive of text ``i`` is video ``i`` (the diagonal) and its
     negatives are ``N(i) = {j : ids_j != ids_i}`` (``{j != i}`` when ``ids is None``), so rows of
-    the same video are never negatives of each other. With margin ``\alpha`` and ``[x]_+ = max(x, 0)``:
+    the same video are never negatives of each other. With margin ``\alpha`` and ``[x]_+ = max(x, 0)``,
+    the hinge of a text query ``i`` against video ``j`` and of a video query ``j`` against text ``i``:
 
     .. math::
 
         c^{t\to v}_{ij} = [\alpha + s_{ij} - s_{ii}]_+, \qquad
-        c^{v\to t}_{ij} = [\alpha + s_{ij} - s_{jj}]_+ \quad (j\text{: video query},\ i\text{: text negative}),
+        c^{v\to t}_{ij} = [\alpha + s_{ij} - s_{jj}]_+ .
 
-        \text{max\_violation:}\quad L = \frac{1}{B}\Big(\sum_i \max_{j\in N(i)} c^{t\to v}_{ij}
-            + \sum_j \max_{i \in N(j)} c^{v\to t}_{ij}\Big),
+    Each query pays for a set of its negatives, chosen by ``negatives``:
 
-        \text{otherwise:}\quad L = \frac{1}{B}\Big(\sum_i \sum_{j\in N(i)} c^{t\to v}_{ij}
-            + \sum_j \sum_{i\in N(j)} c^{v\to t}_{ij}\Big).
+    * ``"hardest"`` (VSE++, the default): ``\max_{j\in N(i)} c^{t\to v}_{ij}`` (and
+      ``\max_{i\in N(j)} c^{v\to t}_{ij}`` for video query ``j``).
+    * ``"all"`` (VSE, sum of hinges): ``\sum_{j\in N(i)} c^{t\to v}_{ij}``.
+    * ``"semi_hard"`` (FaceNet): the hinge of the most similar negative that is still less similar
+      than the positive, ``j^* = \arg\max\{s_{ij} : j\in N(i),\ s_{ij} < s_{ii}\}``. When every
+      negative is at least as similar as the positive (no semi-hard negative, e.g. at a collapsed
+      initialisation), it falls back to the *least* similar negative, ``\arg\min_{j\in N(i)} s_{ij}``
+      (TensorFlow Addons' ``triplet_semihard_loss`` choice): the query still pays at least
+      ``\alpha``, but is not pulled by its hardest negative, which is what makes VSE++ collapse.
+
+    .. math:: L = \frac{1}{B}\Big(\sum_i \mathrm{cost}^{t\to v}_i + \sum_j \mathrm{cost}^{v\to t}_j\Big)
 
     ``reduction="mean"`` (default) divides by ``B`` as written; ``"sum"`` does not (the original
-    VSE++). The two directions are added, not averaged. A row with no negative contributes 0.
+    VSE++). The two directions are added, not averaged. A query with no negative contributes 0.
     In-batch only (no gather across ranks).
+
+    ``forward(..., negatives=...)`` overrides the mode for one call (a warm-up with ``"all"`` before
+    ``"hardest"``, VSE++'s advice, without rebuilding the loss; see :meth:`negatives_at_epoch`).
+    ``max_violation`` is the deprecated boolean of earlier versions: ``True`` is ``"hardest"``,
+    ``False`` is ``"all"`` (also accepted as the second positional argument).
     """
 
-    def __init__(self, margin: float = 0.2, max_violation: bool = True, reduction: str = "mean", normalize: bool = False):
+    def __init__(
+        self,
+        margin: float = 0.2,
+        negatives: str | None = None,
+        reduction: str = "mean",
+        normalize: bool = False,
+        max_violation: bool | None = None,
+    ):
         super().__init__()
+        if isinstance(negatives, bool):  # the old positional call RankingLoss(margin, max_violation)
+            if max_violation is not None:
+                raise ValueError("RankingLoss: max_violation given both positionally and by keyword")
+            negatives, max_violation = None, negatives
+        if max_violation is not None:
+            warnings.warn(
+                "RankingLoss(max_violation=...) is deprecated; use negatives='hardest' (True) or 'all' (False)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            legacy = "hardest" if max_violation else "all"
+            if negatives is not None and negatives != legacy:
+                raise ValueError(
+                    f"RankingLoss: max_violation={max_violation} means negatives={legacy!r}, but negatives="
+                    f"{negatives!r} was also given; give only negatives"
+                )
+            negatives = legacy
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
         self.margin = margin
-        self.max_violation = max_violation
+        self.negatives = _check_negatives("hardest" if negatives is None else negatives)
         self.reduction = reduction
         self.normalize = normalize
 
-    def forward(self, text_embeds: torch.Tensor, video_embeds: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Scalar loss; see the class docstring."""
+    def negatives_at_epoch(self, epoch: int, warmup_epochs: int) -> str:
+        """The mode for (0-based) ``epoch``: ``"all"`` during the first ``warmup_epochs``, then the configured one."""
+        if warmup_epochs < 0 or epoch < 0:
+            raise ValueError(f"epoch / warmup_epochs must be >= 0, got {epoch} / {warmup_epochs}")
+        return "all" if epoch < warmup_epochs else self.negatives
+
+    def forward(
+        self,
+        text_embeds: torch.Tensor,
+        video_embeds: torch.Tensor,
+        ids: torch.Tensor | None = None,
+        negatives: str | None = None,
+    ) -> torch.Tensor:
+        """Scalar loss; see the class docstring. ``negatives`` overrides the configured mode for this call."""
+        mode = self.negatives if negatives is None else _check_negatives(negatives)
         _check_pair("text_embeds", text_embeds, "video_embeds", video_embeds)
         batch = text_embeds.shape[0]
         _check_ids(ids, batch)
@@ -451,19 +536,16 @@ class RankingLoss(nn.Module):
             text_embeds = F.normalize(text_embeds, dim=-1)
             video_embeds = F.normalize(video_embeds, dim=-1)
         sims = text_embeds @ video_embeds.T
-        positive = sims.diagonal()
         if ids is None:
-            negatives = ~torch.eye(batch, dtype=torch.bool, device=sims.device)
+            is_negative = ~torch.eye(batch, dtype=torch.bool, device=sims.device)
         else:
-            negatives = ~_positive_mask(ids, ids).to(sims.device)
-        negatives = negatives.to(sims.dtype)
-        # Costs are >= 0, so zeroing the non-negatives leaves the max and the sum of the rest intact.
-        cost_text = (self.margin + sims - positive[:, None]).clamp(min=0) * negatives
-        cost_video = (self.margin + sims - positive[None, :]).clamp(min=0) * negatives
-        if self.max_violation:
-            loss = cost_text.max(dim=1).values.sum() + cost_video.max(dim=0).values.sum()
-        else:
-            loss = cost_text.sum() + cost_video.sum()
+            ids = ids.to(sims.device)
+            is_negative = ~_positive_mask(ids, ids)
+        # Text queries are the rows of sims; video queries are the rows of sims.T (sims.T[j, i] = s_ij),
+        # so both directions take their max / sum along dim 1 of their own score matrix.
+        loss = _summed_query_costs(sims, is_negative, self.margin, mode) + _summed_query_costs(
+            sims.T, is_negative.T, self.margin, mode
+        )
         return loss / batch if self.reduction == "mean" else loss
 
 
@@ -487,6 +569,23 @@ def _off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     batch = matrix.shape[0]
     keep = ~torch.eye(batch, dtype=torch.bool, device=matrix.device)
     return matrix[keep].reshape(batch, batch - 1)
+
+
+def _kl_rows_excluding(teacher_logits: torch.Tensor, student_logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
+    """``_kl_rows`` with the entries where ``exclude`` (bool, same shape) is True left out of both softmaxes.
+
+    The mean runs over the rows that keep at least one entry; 0 (attached to the graph) when none does.
+    """
+    rows = (~exclude).any(dim=1)
+    if not rows.any():
+        return 0.0 * student_logits.sum()
+    exclude = exclude[rows]
+    teacher_log_probs = F.log_softmax(teacher_logits[rows].masked_fill(exclude, float("-inf")), dim=1)
+    student_log_probs = F.log_softmax(student_logits[rows].masked_fill(exclude, float("-inf")), dim=1)
+    # The excluded entries are -inf in both; zero them before subtracting, or 0 * (-inf - -inf) gives
+    # nan in the value and in the gradient.
+    difference = teacher_log_probs.masked_fill(exclude, 0.0) - student_log_probs.masked_fill(exclude, 0.0)
+    return (teacher_log_probs.exp() * difference).sum(dim=1).mean()
 
 
 def _pearson_rows(x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -525,11 +624,21 @@ class DistillationLoss(nn.Module):
       ``\hat t \hat t^\top`` and video-video ``\hat v \hat v^\top`` matrices with the diagonal removed
       (self-similarity is 1 for everyone and would swamp the softmax), same logits scaling:
       ``L_{rel} = \gamma\,\tfrac12(\tfrac1B\sum_i KL(p^{tt}_i\|q^{tt}_i) + \tfrac1B\sum_i KL(p^{vv}_i\|q^{vv}_i))``,
-      weighted by ``intra_modal_weight``.
+      weighted by ``intra_modal_weight``. With ``ids`` (several captions of one video in the batch,
+      the video's embedding repeated on each of their rows), every same-id entry is removed, not only
+      the diagonal: row ``i``'s distributions run over ``N(i) = {j : ids_j != ids_i}``, and the means
+      over the rows that have such a ``j``. In the video-video matrix a same-id entry is the video
+      itself (cosine 1, the twin that would swamp the softmax like the diagonal); in the text-text
+      matrix it is another caption of the same video, removed too unless
+      ``keep_same_video_captions=True`` (then only the diagonal is). ``forward(..., text_relation=False)``
+      drops the text-text half (the video-video half keeps its ``1/2``), for calls that repeat the same
+      captions (``kd_parts``) so the text-text relation is counted once per step.
     * ``"feature"``, feature mimicry: ``L_{feat} = \tfrac12(MSE(P_t, \hat t^T) + MSE(P_v, \hat v^T))``
       with ``P_t, P_v`` the student's embeddings after its learned projection to the teacher's
       dim (``student_projected_text`` / ``student_projected_video``; the student model owns the
       projection), MSE the mean over all elements; weighted by ``feature_weight``.
+
+    ``ids`` changes only the ``relation`` term; ``kl``, ``pearson`` and ``feature`` ignore it.
 
     A batch of one row has no inter-instance structure: the ``kl``/``pearson``/``relation`` terms
     are then 0 (still attached to the graph).
@@ -544,6 +653,7 @@ class DistillationLoss(nn.Module):
         feature_weight: float = 1.0,
         scale_by_temperature_squared: bool = False,
         eps: float = 1e-8,
+        keep_same_video_captions: bool = False,
     ):
         super().__init__()
         if not isinstance(mode, str):
@@ -567,6 +677,7 @@ class DistillationLoss(nn.Module):
         self.feature_weight = feature_weight
         self.scale_by_temperature_squared = scale_by_temperature_squared
         self.eps = eps
+        self.keep_same_video_captions = keep_same_video_captions
 
     def _logits(self, sims: torch.Tensor, logit_scale, temperature: float, name: str, detach: bool) -> torch.Tensor:
         if logit_scale is not None:
@@ -584,8 +695,11 @@ class DistillationLoss(nn.Module):
         teacher_logit_scale: torch.Tensor | float | None = None,
         student_projected_text: torch.Tensor | None = None,
         student_projected_video: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+        text_relation: bool = True,
     ) -> torch.Tensor:
-        """Scalar loss; see the class docstring."""
+        """Scalar loss; see the class docstring. ``ids`` (B,) marks rows of the same video (``relation``
+        masks their entries); ``text_relation=False`` leaves the text-text relation out."""
         _check_pair("student_text", student_text, "student_video", student_video)
         _check_pair("teacher_text", teacher_text, "teacher_video", teacher_video)
         if teacher_text.shape[0] != student_text.shape[0]:
@@ -596,6 +710,7 @@ class DistillationLoss(nn.Module):
         teacher_text = teacher_text.detach().to(student_text.dtype)
         teacher_video = teacher_video.detach().to(student_text.dtype)
         batch = student_text.shape[0]
+        _check_ids(ids, batch)
         gamma = self.temperature**2 if self.scale_by_temperature_squared else 1.0
 
         def student_logits(sims: torch.Tensor) -> torch.Tensor:
@@ -621,15 +736,35 @@ class DistillationLoss(nn.Module):
             cols = (1 - _pearson_rows(sims_student.T, sims_teacher.T, self.eps)).mean()
             total = total + (rows + cols) / 2
         if "relation" in self.components and structure_defined:
-            text_kl = _kl_rows(
-                _off_diagonal(teacher_logits(teacher_text @ teacher_text.T)),
-                _off_diagonal(student_logits(student_text @ student_text.T)),
-            )
-            video_kl = _kl_rows(
-                _off_diagonal(teacher_logits(teacher_video @ teacher_video.T)),
-                _off_diagonal(student_logits(student_video @ student_video.T)),
-            )
-            total = total + self.intra_modal_weight * gamma * (text_kl + video_kl) / 2
+            if ids is None:
+                video_kl = _kl_rows(
+                    _off_diagonal(teacher_logits(teacher_video @ teacher_video.T)),
+                    _off_diagonal(student_logits(student_video @ student_video.T)),
+                )
+            else:
+                ids = ids.to(student_text.device)
+                same_video = _positive_mask(ids, ids)
+                video_kl = _kl_rows_excluding(
+                    teacher_logits(teacher_video @ teacher_video.T),
+                    student_logits(student_video @ student_video.T),
+                    same_video,
+                )
+            if text_relation:
+                if ids is None:
+                    text_kl = _kl_rows(
+                        _off_diagonal(teacher_logits(teacher_text @ teacher_text.T)),
+                        _off_diagonal(student_logits(student_text @ student_text.T)),
+                    )
+                else:
+                    self_only = torch.eye(batch, dtype=torch.bool, device=student_text.device)
+                    text_kl = _kl_rows_excluding(
+                        teacher_logits(teacher_text @ teacher_text.T),
+                        student_logits(student_text @ student_text.T),
+                        self_only if self.keep_same_video_captions else same_video,
+                    )
+                total = total + self.intra_modal_weight * gamma * (text_kl + video_kl) / 2
+            else:
+                total = total + self.intra_modal_weight * gamma * video_kl / 2
         if "feature" in self.components:
             for name, projected, target in (
                 ("student_projected_text", student_projected_text, teacher_text),

@@ -209,30 +209,136 @@ def test_multimodal_bad_inputs():
 # ------------------------------------------------------------------------------ RankingLoss
 
 
-def ranking_by_hand(sims, margin, ids, hardest):
+def ranking_by_hand(sims, margin, ids, negatives="hardest", reduction="mean", branches=None):
+    """Loop reference. A text query i pays against videos j, a video query j against texts i (column j)."""
     n = len(sims)
+
+    def query_cost(positive, negative_sims):
+        if not negative_sims:
+            return 0.0
+        if negatives == "all":
+            return sum(max(0.0, margin + s - positive) for s in negative_sims)
+        if negatives == "hardest":
+            return max(max(0.0, margin + s - positive) for s in negative_sims)
+        semi_hard = [s for s in negative_sims if s < positive]
+        if branches is not None:
+            branches["semi_hard" if semi_hard else "fallback"] += 1
+        chosen = max(semi_hard) if semi_hard else min(negative_sims)
+        return max(0.0, margin + chosen - positive)
+
     total = 0.0
     for i in range(n):  # text query i, video negatives j
-        costs = [max(0.0, margin + sims[i][j] - sims[i][i]) for j in range(n) if ids[j] != ids[i]]
-        total += (max(costs) if hardest else sum(costs)) if costs else 0.0
+        total += query_cost(sims[i][i], [sims[i][j] for j in range(n) if ids[j] != ids[i]])
     for j in range(n):  # video query j, text negatives i
-        costs = [max(0.0, margin + sims[i][j] - sims[j][j]) for i in range(n) if ids[i] != ids[j]]
-        total += (max(costs) if hardest else sum(costs)) if costs else 0.0
-    return total / n
+        total += query_cost(sims[j][j], [sims[i][j] for i in range(n) if ids[i] != ids[j]])
+    return total / n if reduction == "mean" else total
+
+
+# M below is used as the similarity matrix through texts = identity, videos = M.T (so s_ij = M[i][j]).
+# It is not symmetric: text->video and video->text see different negatives.
+M = [[0.9, 0.5, 0.1], [0.0, 0.4, 0.2], [0.7, 0.3, 0.8]]
+
+
+def as_similarities(matrix):
+    """(texts, videos) whose product text @ video.T is exactly ``matrix``."""
+    matrix = t64(matrix)
+    return torch.eye(matrix.shape[0], dtype=torch.float64), matrix.T.contiguous()
 
 
 def test_ranking_hand_values_hardest_vs_sum():
     text, video = t64(TEXT), t64(VIDEO)
     # margin 0.7: every query has one violation of 0.9 and one of 0.1 (derived in the module docstring's S)
     assert RankingLoss(margin=0.7)(text, video).item() == pytest.approx(6 * 0.9 / 3, abs=1e-12)
-    assert RankingLoss(margin=0.7, max_violation=False)(text, video).item() == pytest.approx(6 * 1.0 / 3, abs=1e-12)
+    assert RankingLoss(margin=0.7, negatives="all")(text, video).item() == pytest.approx(6 * 1.0 / 3, abs=1e-12)
     assert RankingLoss(margin=0.7, reduction="sum")(text, video).item() == pytest.approx(6 * 0.9, abs=1e-12)
     # default margin 0.2: only the 0.8 entries violate, by 0.4 each
     assert RankingLoss()(text, video).item() == pytest.approx(6 * 0.4 / 3, abs=1e-12)
-    for hardest in (True, False):
-        assert RankingLoss(0.7, hardest)(text, video).item() == pytest.approx(
-            ranking_by_hand(S, 0.7, [0, 1, 2], hardest), abs=1e-12
+    for negatives in ("hardest", "all", "semi_hard"):
+        assert RankingLoss(0.7, negatives)(text, video).item() == pytest.approx(
+            ranking_by_hand(S, 0.7, [0, 1, 2], negatives), abs=1e-12
         )
+
+
+def test_ranking_hand_values_non_symmetric_3x3():
+    # margin 0.2, hinges by hand (s_neg - s_pos + 0.2, clamped at 0):
+    #   text queries (rows):   q0 pos .9 negs .5 .1 -> 0, 0;  q1 pos .4 negs 0 .2 -> 0, 0;  q2 pos .8 negs .7 .3 -> .1, 0
+    #   video queries (cols):  v0 pos .9 negs 0 .7 -> 0, 0;   v1 pos .4 negs .5 .3 -> .3, .1;  v2 pos .8 negs .1 .2 -> 0, 0
+    text, video = as_similarities(M)
+    assert RankingLoss(0.2, "hardest", reduction="sum")(text, video).item() == pytest.approx(0.1 + 0.3, abs=1e-12)
+    assert RankingLoss(0.2, "all", reduction="sum")(text, video).item() == pytest.approx(0.1 + 0.3 + 0.1, abs=1e-12)
+    # semi-hard: v1's semi-hard negative is .3 (.5 is more similar than its positive .4), q2's is .7
+    assert RankingLoss(0.2, "semi_hard", reduction="sum")(text, video).item() == pytest.approx(0.1 + 0.1, abs=1e-12)
+    assert RankingLoss(0.2, "hardest")(text, video).item() == pytest.approx(0.4 / 3, abs=1e-12)
+
+
+# Only video queries violate here: every text query i has s_ij <= s_ii - 0.2. Video 1 (positive 0.5) has
+# the text negatives 0.6 (hinge 0.3) and 0.4 (hinge 0.1); videos 0 and 2 pay 0.
+VIDEO_SIDE_ONLY = [[0.9, 0.6, 0.5], [0.1, 0.5, 0.2], [0.3, 0.4, 0.8]]
+
+
+def test_ranking_hardest_negative_is_taken_along_each_querys_own_axis():
+    # The correct video->text hardest negative is the max over texts i of column j: 0.3 in total.
+    # Taking the max of the same cost matrix [0.2 + s_ij - s_jj]_+ along rows instead gives
+    # 0.3 (row 0) + 0 (row 1) + 0.1 (row 2) = 0.4; subtracting s_ii instead of s_jj gives 0.
+    text, video = as_similarities(VIDEO_SIDE_ONLY)
+    hardest = RankingLoss(0.2, "hardest", reduction="sum")
+    assert hardest(text, video).item() == pytest.approx(0.3, abs=1e-12)
+    assert RankingLoss(0.2, "all", reduction="sum")(text, video).item() == pytest.approx(0.4, abs=1e-12)
+    assert RankingLoss(0.2, "semi_hard", reduction="sum")(text, video).item() == pytest.approx(0.1, abs=1e-12)
+    # The transpose puts the same violations on the text side: text query 1 must also take its max
+    # over its own row (0.3), not over a column (0.4).
+    text, video = as_similarities(transpose(VIDEO_SIDE_ONLY))
+    assert hardest(text, video).item() == pytest.approx(0.3, abs=1e-12)
+    assert RankingLoss(0.2, "semi_hard", reduction="sum")(text, video).item() == pytest.approx(0.1, abs=1e-12)
+
+
+def test_ranking_semi_hard_falls_back_to_the_least_similar_negative():
+    # Text query 0: positive 0.2, negatives 0.5 and 0.3 are both more similar -> no semi-hard negative,
+    # the fallback is the least similar one (0.3): 0.2 + 0.3 - 0.2 = 0.3. Hardest would pay 0.5, all 0.8.
+    # Every other query pays 0 (video 0: semi-hard 0.0 -> 0.2 + 0 - 0.2 = 0).
+    matrix = [[0.2, 0.5, 0.3], [0.0, 0.9, 0.0], [0.0, 0.0, 0.9]]
+    text, video = as_similarities(matrix)
+    expected = {"semi_hard": 0.3, "hardest": 0.5, "all": 0.8}
+    for negatives, value in expected.items():
+        assert RankingLoss(0.2, negatives, reduction="sum")(text, video).item() == pytest.approx(value, abs=1e-12)
+        assert ranking_by_hand(matrix, 0.2, [0, 1, 2], negatives, "sum") == pytest.approx(value, abs=1e-12)
+
+    # A negative exactly as similar as the positive is not semi-hard (s_neg < s_pos is strict): text
+    # query 0 (positive 0.5) takes 0.4 (hinge 0.1), not the tied 0.5 (hinge 0.2).
+    tied = [[0.5, 0.5, 0.4], [0.0, 0.9, 0.0], [0.0, 0.0, 0.9]]
+    text, video = as_similarities(tied)
+    assert RankingLoss(0.2, "semi_hard", reduction="sum")(text, video).item() == pytest.approx(0.1, abs=1e-12)
+
+
+def random_multi_caption_batch(seed, repeat_videos):
+    """8 rows, ids with duplicates; with repeat_videos the rows of one id share one video embedding (as
+    in training batches), otherwise every video row is its own random vector."""
+    ids = [4, 4, 1, 7, 7, 7, 2, 9]
+    text = unit_rows(8, 5, seed=seed)
+    if repeat_videos:
+        per_id = unit_rows(10, 5, seed=seed + 100)
+        video = per_id[torch.tensor(ids)]
+    else:
+        video = unit_rows(8, 5, seed=seed + 100)
+    return text, video, ids
+
+
+@pytest.mark.parametrize("negatives", ["hardest", "all", "semi_hard"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("repeat_videos", [True, False])
+def test_ranking_matches_loop_reference_on_random_multi_caption_batches(negatives, reduction, repeat_videos):
+    branches = {"semi_hard": 0, "fallback": 0}
+    for seed in range(4):
+        text, video, ids = random_multi_caption_batch(seed, repeat_videos)
+        sims = (text @ video.T).tolist()
+        assert any(abs(sims[i][j] - sims[j][i]) > 0.1 for i in range(8) for j in range(8))  # not symmetric
+        expected = ranking_by_hand(sims, 0.4, ids, negatives, reduction, branches)
+        got = RankingLoss(0.4, negatives, reduction=reduction)(text, video, ids=torch.tensor(ids))
+        assert got.item() == pytest.approx(expected, abs=1e-12)
+        assert expected > 0
+    if negatives == "semi_hard":
+        # the batches exercise both the semi-hard choice and the fallback
+        assert branches["semi_hard"] > 0 and branches["fallback"] > 0
 
 
 def test_ranking_same_video_rows_are_not_negatives():
@@ -240,9 +346,9 @@ def test_ranking_same_video_rows_are_not_negatives():
     ids = [0, 0, 1]
     got = RankingLoss(margin=0.7)(text, video, ids=torch.tensor(ids)).item()
     assert got == pytest.approx(3.8 / 3, abs=1e-12)  # derived by hand: 0.9+0.1+0.9 | 0.1+0.9+0.9
-    assert got == pytest.approx(ranking_by_hand(S, 0.7, ids, True), abs=1e-12)
-    summed = RankingLoss(margin=0.7, max_violation=False)(text, video, ids=torch.tensor(ids)).item()
-    assert summed == pytest.approx(ranking_by_hand(S, 0.7, ids, False), abs=1e-12)
+    assert got == pytest.approx(ranking_by_hand(S, 0.7, ids, "hardest"), abs=1e-12)
+    summed = RankingLoss(margin=0.7, negatives="all")(text, video, ids=torch.tensor(ids)).item()
+    assert summed == pytest.approx(ranking_by_hand(S, 0.7, ids, "all"), abs=1e-12)
 
     # Identity texts make the similarity matrix exactly M (passed as video_embeds = M.T). Raising the
     # similarity of the same-video pairs (0, 1) and (1, 0) changes nothing with ids (they are not
@@ -253,24 +359,61 @@ def test_ranking_same_video_rows_are_not_negatives():
     changed = matrix.clone()
     changed[0, 1] += 0.5
     changed[1, 0] += 0.5
-    for hardest in (True, False):
-        loss = RankingLoss(margin=0.2, max_violation=hardest)
+    for negatives in ("hardest", "all", "semi_hard"):
+        loss = RankingLoss(margin=0.2, negatives=negatives)
         assert loss(eye, changed.T, ids=ids4) == loss(eye, matrix.T, ids=ids4)
-        assert loss(eye, changed.T) > loss(eye, matrix.T)
+        assert loss(eye, changed.T) != loss(eye, matrix.T)
+
+
+def test_ranking_per_call_negatives_override_and_warm_up_schedule():
+    text, video, ids = random_multi_caption_batch(0, True)
+    ids = torch.tensor(ids)
+    loss = RankingLoss(0.3, "hardest")
+    for negatives in ("all", "semi_hard", "hardest"):
+        assert loss(text, video, ids=ids, negatives=negatives) == RankingLoss(0.3, negatives)(text, video, ids=ids)
+    assert loss.negatives == "hardest"  # the override does not stick
+    assert loss(text, video, ids=ids, negatives="all") > loss(text, video, ids=ids)
+    assert [loss.negatives_at_epoch(epoch, warmup_epochs=2) for epoch in range(4)] == ["all", "all", "hardest", "hardest"]
+    assert RankingLoss(negatives="semi_hard").negatives_at_epoch(0, warmup_epochs=0) == "semi_hard"
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        loss.negatives_at_epoch(0, warmup_epochs=-1)
+
+
+def test_ranking_max_violation_is_a_deprecated_alias():
+    text, video = as_similarities(M)
+    for legacy, negatives in ((True, "hardest"), (False, "all")):
+        with pytest.warns(DeprecationWarning, match="negatives="):
+            by_keyword = RankingLoss(0.2, max_violation=legacy)
+        with pytest.warns(DeprecationWarning):
+            by_position = RankingLoss(0.2, legacy)  # the old positional RankingLoss(margin, max_violation)
+        assert by_keyword.negatives == by_position.negatives == negatives
+        assert by_keyword(text, video) == RankingLoss(0.2, negatives)(text, video)
+    with pytest.warns(DeprecationWarning):
+        assert RankingLoss(max_violation=True, negatives="hardest").negatives == "hardest"  # agreeing is fine
+    with pytest.raises(ValueError, match="max_violation=True means negatives='hardest'"), pytest.warns(DeprecationWarning):
+        RankingLoss(max_violation=True, negatives="all")
+    assert RankingLoss().negatives == "hardest"
 
 
 def test_ranking_gradcheck():
     a = unit_rows(4, 3, seed=10).requires_grad_(True)
     b = unit_rows(4, 3, seed=11).requires_grad_(True)
     ids = torch.tensor([0, 1, 1, 2])
-    for hardest in (True, False):
-        loss = RankingLoss(margin=0.5, max_violation=hardest)
+    for negatives in ("hardest", "all", "semi_hard"):
+        loss = RankingLoss(margin=0.5, negatives=negatives)
         assert torch.autograd.gradcheck(lambda x, y: loss(x, y, ids=ids), (a, b))
 
 
-def test_ranking_bad_reduction():
+def test_ranking_bad_arguments():
     with pytest.raises(ValueError, match="reduction"):
         RankingLoss(reduction="none")
+    with pytest.raises(ValueError, match=r"negatives: expected one of \['hardest', 'all', 'semi_hard'\], got 'hard'"):
+        RankingLoss(negatives="hard")
+    text, video = as_similarities(M)
+    with pytest.raises(ValueError, match="negatives: expected one of"):
+        RankingLoss()(text, video, negatives="semihard")
+    with pytest.raises(ValueError, match="text_embeds has 3 rows but video_embeds has 2"):
+        RankingLoss()(text, video[:2])
 
 
 # ------------------------------------------------------------------------------ DistillationLoss
@@ -421,6 +564,126 @@ def test_distillation_bad_mode(mode):
 def test_distillation_batch_mismatch():
     with pytest.raises(ValueError, match="teacher_text has 2 rows but student_text has 3"):
         DistillationLoss()(t64(TEXT), t64(VIDEO), t64(TEXT)[:2], t64(VIDEO)[:2])
+
+
+# A batch with one video twice (two captions of video 0): rows 0 and 1 share the video embedding.
+TWIN_IDS = [0, 0, 1, 2]
+TWIN_STUDENT_TEXT = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]]
+TWIN_STUDENT_VIDEO = [[0.8, 0.6], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]]
+TWIN_TEACHER_TEXT = [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+TWIN_TEACHER_VIDEO = [VIDEO[0], VIDEO[0], VIDEO[1], VIDEO[2]]
+
+
+def relation_kl_by_hand(teacher_rows, student_rows, temperature, keep):
+    """Mean over rows i with some kept j of KL over the entries j with keep(i, j)."""
+    teacher_sims, student_sims = gram(teacher_rows, teacher_rows), gram(student_rows, student_rows)
+    teacher_logits, student_logits = [], []
+    for i in range(len(teacher_rows)):
+        columns = [j for j in range(len(teacher_rows)) if keep(i, j)]
+        if columns:
+            teacher_logits.append([teacher_sims[i][j] / temperature for j in columns])
+            student_logits.append([student_sims[i][j] / temperature for j in columns])
+    return kl_rows(teacher_logits, student_logits)
+
+
+def twin_args():
+    return t64(TWIN_STUDENT_TEXT), t64(TWIN_STUDENT_VIDEO), t64(TWIN_TEACHER_TEXT), t64(TWIN_TEACHER_VIDEO)
+
+
+def test_distillation_relation_masks_the_twin_video_given_ids():
+    temperature, weight = 0.5, 2.0
+    other_video = lambda i, j: TWIN_IDS[i] != TWIN_IDS[j]  # noqa: E731
+    not_self = lambda i, j: i != j  # noqa: E731
+    video_kl = relation_kl_by_hand(TWIN_TEACHER_VIDEO, TWIN_STUDENT_VIDEO, temperature, other_video)
+    text_kl = relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, other_video)
+    # Row 0's video-video row without the fix holds its twin (row 1) at cosine 1 for both models.
+    assert gram(TWIN_STUDENT_VIDEO, TWIN_STUDENT_VIDEO)[0][1] == pytest.approx(1.0)
+    loss = DistillationLoss("relation", temperature=temperature, intra_modal_weight=weight)
+    masked = loss(*twin_args(), ids=torch.tensor(TWIN_IDS)).item()
+    assert masked == pytest.approx(weight * (text_kl + video_kl) / 2, rel=1e-12)
+
+    unmasked = loss(*twin_args()).item()
+    unmasked_by_hand = weight * (
+        relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, not_self)
+        + relation_kl_by_hand(TWIN_TEACHER_VIDEO, TWIN_STUDENT_VIDEO, temperature, not_self)
+    ) / 2
+    assert unmasked == pytest.approx(unmasked_by_hand, rel=1e-12)
+    assert abs(masked - unmasked) > 1e-3
+
+    # keep_same_video_captions: only the diagonal leaves the text-text relation; the video side is still masked.
+    kept = DistillationLoss("relation", temperature=temperature, intra_modal_weight=weight, keep_same_video_captions=True)
+    text_kl_kept = relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, not_self)
+    assert kept(*twin_args(), ids=torch.tensor(TWIN_IDS)).item() == pytest.approx(
+        weight * (text_kl_kept + video_kl) / 2, rel=1e-12
+    )
+    assert abs(text_kl_kept - text_kl) > 1e-3
+
+
+def test_distillation_relation_with_every_video_twice_equals_the_deduplicated_batch():
+    # Each video with 2 captions (as in training): with ids, the video-video relation over the 6 rows is
+    # the relation over the 3 distinct videos (each kept entry appears twice with half the mass).
+    student_videos, teacher_videos = unit_rows(3, 4, seed=50), unit_rows(3, 5, seed=51)
+    rows = torch.tensor([0, 1, 2, 0, 2, 1])
+    loss = DistillationLoss("relation", temperature=0.1)
+    duplicated = loss(unit_rows(6, 4, seed=52), student_videos[rows], unit_rows(6, 5, seed=53), teacher_videos[rows],
+                      ids=rows, text_relation=False)
+    distinct = loss(unit_rows(3, 4, seed=54), student_videos, unit_rows(3, 5, seed=55), teacher_videos,
+                    text_relation=False)
+    assert duplicated.item() == pytest.approx(distinct.item(), rel=1e-12)
+    assert distinct.item() > 1e-3
+    without_ids = loss(unit_rows(6, 4, seed=52), student_videos[rows], unit_rows(6, 5, seed=53), teacher_videos[rows],
+                       text_relation=False)
+    assert abs(without_ids.item() - distinct.item()) > 1e-3
+
+
+def test_distillation_text_relation_false_drops_exactly_the_text_term():
+    temperature, weight = 0.5, 3.0
+    loss = DistillationLoss("kl+relation", temperature=temperature, intra_modal_weight=weight)
+    kl_only = DistillationLoss("kl", temperature=temperature)(*twin_args()).item()
+    for ids, keep in ((None, lambda i, j: i != j), (torch.tensor(TWIN_IDS), lambda i, j: TWIN_IDS[i] != TWIN_IDS[j])):
+        text_kl = relation_kl_by_hand(TWIN_TEACHER_TEXT, TWIN_STUDENT_TEXT, temperature, keep)
+        video_kl = relation_kl_by_hand(TWIN_TEACHER_VIDEO, TWIN_STUDENT_VIDEO, temperature, keep)
+        full = loss(*twin_args(), ids=ids).item()
+        without_text = loss(*twin_args(), ids=ids, text_relation=False).item()
+        assert full - without_text == pytest.approx(weight * text_kl / 2, rel=1e-9)
+        assert without_text == pytest.approx(kl_only + weight * video_kl / 2, rel=1e-12)
+    # Without a relation term the flag changes nothing.
+    kl = DistillationLoss("kl", temperature=temperature)
+    assert kl(*twin_args(), text_relation=False).item() == kl_only
+
+
+@pytest.mark.parametrize("mode", ["kl", "pearson", "feature", "kl+pearson"])
+def test_distillation_ids_change_only_the_relation_term(mode):
+    extra = {"student_projected_text": unit_rows(4, 3, seed=56), "student_projected_video": unit_rows(4, 3, seed=57)}
+    loss = DistillationLoss(mode, temperature=0.3)
+    assert loss(*twin_args(), ids=torch.tensor(TWIN_IDS), **extra) == loss(*twin_args(), **extra)
+
+
+def test_distillation_relation_with_unique_ids_is_the_diagonal_only_relation():
+    args = (unit_rows(5, 4, seed=58), unit_rows(5, 4, seed=59), unit_rows(5, 3, seed=60), unit_rows(5, 3, seed=61))
+    loss = DistillationLoss("kl+relation", temperature=0.2)
+    assert loss(*args, ids=torch.tensor([9, 2, 4, 0, 7])).item() == pytest.approx(loss(*args).item(), rel=1e-12)
+
+
+def test_distillation_relation_with_ids_gradcheck_and_single_video_batch():
+    student_text = unit_rows(4, 3, seed=62).requires_grad_(True)
+    student_video = unit_rows(4, 3, seed=63)[torch.tensor([0, 0, 1, 2])].clone().requires_grad_(True)
+    teacher_text, teacher_video = unit_rows(4, 5, seed=64), unit_rows(4, 5, seed=65)
+    ids = torch.tensor(TWIN_IDS)
+    loss = DistillationLoss("relation", temperature=0.5)
+    assert torch.autograd.gradcheck(
+        lambda text, video: loss(text, video, teacher_text, teacher_video, ids=ids), (student_text, student_video)
+    )
+    # All rows of one video: no other instance to relate to, so 0, attached, and finite gradients.
+    value = loss(student_text, student_video, teacher_text, teacher_video, ids=torch.tensor([3, 3, 3, 3]))
+    assert value.item() == 0.0
+    value.backward()
+    assert torch.isfinite(student_text.grad).all() and torch.isfinite(student_video.grad).all()
+
+
+def test_distillation_bad_ids():
+    with pytest.raises(ValueError, match=r"ids: expected shape \(4,\)"):
+        DistillationLoss("relation")(*twin_args(), ids=torch.tensor([0, 0, 1]))
 
 
 # ------------------------------------------------------------------------------ AnchorDistillationLoss
