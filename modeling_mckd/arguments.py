@@ -141,8 +141,21 @@ class DistillArguments:
     teacher: str | None = field(default=None, metadata={"help": "Teacher folder or Hub id (from_pretrained)."})
     kd_weight: float = 1.0
     disc_weight: float = 1.0
-    ranking_margin: float = 0.2
-    ranking_max_violation: bool = True
+    ranking_margin: float = field(default=0.2, metadata={"help": "Margin of the hinge ranking loss."})
+    ranking_negatives: str = field(
+        default="hardest",
+        metadata={"help": "Which negatives each query of the ranking loss pays for: hardest (VSE++), all (sum of "
+                  "hinges) or semi_hard (the hardest one still below the positive). See docs/method.md."},
+    )
+    ranking_warmup_epochs: int = field(
+        default=0,
+        metadata={"help": "Epochs of sum-of-hinges ranking (negatives all) before ranking_negatives takes over: "
+                  "VSE++'s advice against the hardest negative's collapse from a random start."},
+    )
+    ranking_max_violation: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated: true means --ranking_negatives hardest, false means all."},
+    )
     kd_mode: str = field(default="kl", metadata={"help": "kl, pearson, relation or feature (see docs/method.md)."})
     kd_temperature: float = 0.05
     disc_temperature: float = 0.05

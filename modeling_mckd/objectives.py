@@ -11,6 +11,8 @@ frozen before training, so that they are not trained and DDP does not wait for t
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -75,6 +77,9 @@ class TeacherObjective:
     def __init__(self, part_pairs: bool = True):
         self.contrastive = ContrastiveLoss(local_loss=True, gather_with_grad=True)
         self.part_pairs = part_pairs
+
+    def use_epoch(self, epoch: int) -> None:
+        """Nothing changes with the epoch (the trainer calls it on every objective)."""
 
     def unused_parameters(self, model) -> list[str]:
         """The feature-mimicry head (a student's), and towers of extra modalities other than audio (never fed)."""
@@ -156,6 +161,20 @@ class TeacherSignal:
         return outputs.text_embeds.float(), outputs.video_embeds.float(), parts
 
 
+def ranking_negatives(distill_args) -> str:
+    """``ranking_negatives``, or what the deprecated ``ranking_max_violation`` meant when a config still sets it."""
+    legacy = distill_args.ranking_max_violation
+    if legacy is None:
+        return distill_args.ranking_negatives
+    meant = "hardest" if legacy else "all"
+    if distill_args.ranking_negatives not in ("hardest", meant):
+        raise ValueError(f"ranking_max_violation={legacy} means ranking_negatives={meant!r}, but ranking_negatives="
+                         f"{distill_args.ranking_negatives!r} was also given; give only ranking_negatives")
+    warnings.warn(f"ranking_max_violation is deprecated; use ranking_negatives: {meant}", DeprecationWarning,
+                  stacklevel=2)
+    return meant
+
+
 class StudentObjective:
     """MCKD student: ranking + kd_weight * distillation + disc_weight * discrimination.
 
@@ -164,7 +183,11 @@ class StudentObjective:
 
     def __init__(self, distill_args, teacher: TeacherSignal | None = None):
         self.args = distill_args
-        self.ranking = RankingLoss(margin=distill_args.ranking_margin, max_violation=distill_args.ranking_max_violation)
+        self.ranking = RankingLoss(margin=distill_args.ranking_margin, negatives=ranking_negatives(distill_args))
+        if distill_args.ranking_warmup_epochs < 0:
+            raise ValueError(f"ranking_warmup_epochs must be >= 0, got {distill_args.ranking_warmup_epochs}")
+        # the negatives of the current epoch (sum of hinges during the warm-up); see use_epoch
+        self.ranking_mode = self.ranking.negatives_at_epoch(0, distill_args.ranking_warmup_epochs)
         self.distillation = DistillationLoss(mode=distill_args.kd_mode, temperature=distill_args.kd_temperature)
         self.anchor_distillation = AnchorDistillationLoss(temperature=distill_args.kd_temperature)
         self.discrimination = DiscriminationLoss(
@@ -176,6 +199,10 @@ class StudentObjective:
             raise ValueError("kd_anchor_weight needs the teacher's cache of the train split (teacher_frame_sampling "
                              "uniform)")
         self.teacher = teacher
+
+    def use_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of every (0-based) epoch, resumed ones included."""
+        self.ranking_mode = self.ranking.negatives_at_epoch(epoch, self.args.ranking_warmup_epochs)
 
     @property
     def _uses_mimicry(self) -> bool:
@@ -198,7 +225,7 @@ class StudentObjective:
         ids = batch["video_index"][position]
         text = outputs.text_embeds.float()
         video = outputs.video_embeds.float()[position]
-        loss = self.ranking(text, video, ids=ids)
+        loss = self.ranking(text, video, ids=ids, negatives=self.ranking_mode)
         logs = {"loss/ranking": loss.item()}
         if self.args.kd_weight:
             teacher_text, teacher_video, teacher_parts = self.teacher.embeddings(batch)
@@ -206,15 +233,17 @@ class StudentObjective:
             if self._uses_mimicry:
                 projection = unwrap_model(model).mimicry_projection
                 extra = {"student_projected_text": projection(text), "student_projected_video": projection(video)}
-            kd = self.distillation(text, video, teacher_text, teacher_video[position], **extra)
+            # ids: rows of the same video are not each other's relations (no twin entry at cosine 1)
+            kd = self.distillation(text, video, teacher_text, teacher_video[position], ids=ids, **extra)
             logs["loss/distillation"] = kd.item()
             student_parts = video_parts(model, outputs) if self.args.kd_parts else {}
             if self.args.kd_parts:
                 # The same structure, part by part: the student's visual part learns the teacher's text-visual
                 # structure instead of leaning on the audio it is fused with.
                 for name, teacher_part in teacher_parts.items():
+                    # the text-text relation is already in the fused term: once per step, not once per part
                     part_kd = self.distillation(text, student_parts[name][position], teacher_text,
-                                                teacher_part[position])
+                                                teacher_part[position], ids=ids, text_relation=False)
                     logs[f"loss/distillation_{name}"] = part_kd.item()
                     kd = kd + part_kd
             if self.args.kd_anchor_weight:

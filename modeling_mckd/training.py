@@ -248,6 +248,9 @@ class RetrievalTrainer:
         while state.global_step < total_steps and state.epoch < num_epochs:
             self.sampler.use_epoch(state.epoch)
             self.train_set.use_epoch(state.epoch)
+            use_epoch = getattr(self.objective, "use_epoch", None)  # any callable may be an objective
+            if use_epoch is not None:
+                use_epoch(state.epoch)  # e.g. the ranking loss's warm-up
             epoch_loader = loader
             if state.batches_done_in_epoch:
                 epoch_loader = accelerator.skip_first_batches(loader, state.batches_done_in_epoch)
