@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Search a folder of videos by text with a trained MCKD model.
 
-    python search.py index --model runs/default/seed-0/mckd_student_full --videos my_videos/ --out my_index
+    python search.py index --model runs/protocol/seed-0/mckd_full_teacher_towers --videos my_videos/ --out my_index
     python search.py query --index my_index "a red circle moves to the left"
     python search.py query --index my_index -k 10 --json "a dog runs" "a man is cooking"
 

@@ -1,8 +1,8 @@
 """What `tune_cpu_allocator` buys: video encoding and training steps with glibc's default malloc settings
 against the tuned ones, on the default's trained models.
 
-    python benchmarks/bench_cpu_allocator.py                       # models of runs/default/seed-0
-    python benchmarks/bench_cpu_allocator.py --models runs/default/seed-1 --train_steps 30
+    python benchmarks/bench_cpu_allocator.py                       # models of runs/protocol/seed-0
+    python benchmarks/bench_cpu_allocator.py --models runs/protocol/seed-1 --train_steps 30
 
 The allocator is process-wide and cannot be put back, so each setting runs in a fresh child process
 (this script with --child); the parent prints both and their ratio. Encoding is measured as
@@ -37,12 +37,13 @@ def measure(models: Path, synthetic_dir: Path, train_steps: int, tuned: bool) ->
 
     dataset_dir = synthetic_dir / "dataset"
     result = {"tuned": applied}
-    for name in ("teacher", "mckd_student_full"):
+    for name in ("teacher", "mckd_full_teacher_towers"):
         result[f"{name}_clips_per_s"] = video_throughput(models / name, dataset_dir)
 
     from modeling_mckd.arguments import DataArguments, ModelArguments, RunArguments, parse_arguments
     from modeling_mckd.runner import build_model_and_processor, load_run_dataset
-    from modeling_mckd.training import RetrievalTrainer, TeacherObjective
+    from modeling_mckd.objectives import TeacherObjective
+    from modeling_mckd.training import RetrievalTrainer
 
     model_args, data_args, run_args = parse_arguments(
         (ModelArguments, DataArguments, RunArguments),
@@ -74,7 +75,7 @@ def measure(models: Path, synthetic_dir: Path, train_steps: int, tuned: bool) ->
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="runs/default/seed-0", help="a seed folder written by reproduce.py")
+    parser.add_argument("--models", default="runs/protocol/seed-0", help="a seed folder written by reproduce.py")
     parser.add_argument("--synthetic_dir", default="data/synthetic")
     parser.add_argument("--train_steps", type=int, default=20)
     parser.add_argument("--child", choices=["default", "tuned"], help=argparse.SUPPRESS)
@@ -96,13 +97,13 @@ def main(argv=None) -> None:
     print("|---|---|---|---|")
     for key, label, higher_is_better in (
         ("teacher_clips_per_s", "teacher encoding, clips/s", True),
-        ("mckd_student_full_clips_per_s", "student encoding, clips/s", True),
+        ("mckd_full_teacher_towers_clips_per_s", "student encoding, clips/s", True),
         ("teacher_train_step_s", "teacher training step, s", False),
         ("peak_rss_mb", "peak RSS of the child, MB", False),
     ):
         ratio = tuned[key] / default[key] if higher_is_better else default[key] / tuned[key]
         print(f"| {label} | {default[key]:.3f} | {tuned[key]:.3f} | {ratio:.2f}x |")
-    student_over_teacher = {s: results[s]["mckd_student_full_clips_per_s"] / results[s]["teacher_clips_per_s"]
+    student_over_teacher = {s: results[s]["mckd_full_teacher_towers_clips_per_s"] / results[s]["teacher_clips_per_s"]
                             for s in results}
     print(f"student / teacher encoding: {student_over_teacher['default']:.2f}x with the default malloc, "
           f"{student_over_teacher['tuned']:.2f}x tuned")

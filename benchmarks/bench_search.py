@@ -48,8 +48,8 @@ from modeling_mckd.search import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_STUDENT = REPO / "runs/default/seed-0/mckd_student_full"
-DEFAULT_TEACHER = REPO / "runs/default/seed-0/teacher"
+DEFAULT_STUDENT = REPO / "runs/protocol/seed-0/mckd_full_teacher_towers"
+DEFAULT_TEACHER = REPO / "runs/protocol/seed-0/teacher"
 DEFAULT_VIDEOS = REPO / "data/synthetic/videos"
 DEFAULT_AUDIO = REPO / "data/synthetic/audio"
 

@@ -274,7 +274,7 @@ def measure_model(model_dir: Path, dataset_dir: Path, hard_videos: list[int] | N
 
     from modeling_mckd import MCKDModel, MCKDProcessor
     from modeling_mckd.data import ClipStore
-    from modeling_mckd.training import encode_texts
+    from modeling_mckd.encoding import encode_texts
 
     model = MCKDModel.from_pretrained(model_dir).eval()
     processor = MCKDProcessor.from_pretrained(model_dir)
@@ -294,7 +294,7 @@ def measure_model(model_dir: Path, dataset_dir: Path, hard_videos: list[int] | N
     return out
 
 
-# -- kept for benchmarks/ablate_distillation.py and bench_cpu_allocator.py, which import them ------------------
+# -- kept for bench_cpu_allocator.py, which imports them ------------------
 
 
 def train_student(argv: list[str], kd: float = 1.0, disc: float = 1.0) -> dict:
@@ -346,7 +346,7 @@ def video_throughput(model_dir: Path, dataset_dir: Path, split: str = "test", ba
 
 def _best_encoding_seconds(model, processor, store, batch_size: int, repeats: int):
     """Best of ``repeats`` timed passes after one untimed pass that fills the clip cache; and the embeddings."""
-    from modeling_mckd.training import encode_videos
+    from modeling_mckd.encoding import encode_videos
 
     with torch.no_grad():
         embeddings, _ = encode_videos(model, processor, store, batch_size, "cpu")

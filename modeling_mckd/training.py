@@ -29,11 +29,6 @@ from transformers import get_scheduler
 from .data import ClipStore, EpochShuffleSampler, InputSpec, RetrievalTrainSet, TrainCollator, choose_cache
 from .encoding import evaluate_split, unwrap_model, uses_audio
 
-# Kept for files outside the training stack that still import them from here (benchmarks/reproduce.py,
-# benchmarks/bench_cpu_allocator.py, modeling_mckd/search.py); remove once they import `encoding` / `objectives`.
-from .encoding import encode_videos, fuses_audio  # noqa: F401  (re-exported)
-from .objectives import TeacherObjective  # noqa: F401  (re-exported)
-
 
 logger = logging.getLogger(__name__)
 
