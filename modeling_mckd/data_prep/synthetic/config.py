@@ -11,7 +11,7 @@ from typing import Any
 
 
 #: Bumped whenever the generator's output changes for a given config (invalidates reuse).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: event-locked audio from hidden materials, ambience, missing tracks
 
 MANIFEST_NAME = "synthetic_manifest.json"
 ANNOTATION_NAME = "MSRVTT_data.json"
@@ -42,17 +42,33 @@ COLOUR_WORDS: dict[str, tuple[str, ...]] = {
     "purple": ("purple", "violet", "plum", "lilac"),
     "pink": ("pink", "rose", "fuchsia", "salmon"),
 }
-#: Pitch of each colour's tone, in semitones above 220 Hz. Colours that look alike are given
-#: distant pitches, so the soundtrack disambiguates exactly the pairs that vision confuses.
-COLOUR_PITCH: dict[str, int] = {
-    "red": 0,
-    "cyan": 3,
-    "yellow": 6,
-    "purple": 9,
-    "orange": 12,
-    "blue": 15,
-    "green": 18,
-    "pink": 21,
+#: Hidden material of every object (never named by a caption): what it sounds like when it starts,
+#: stops or touches another object (modal partials: frequency ratios, amplitudes, decay in seconds)
+#: and the centre of the band of noise it makes while it moves (friction, in Hz).
+MATERIALS: dict[str, dict[str, Any]] = {
+    "wood": {"base": 420.0, "ratios": (1.0, 2.6, 4.3), "amplitudes": (1.0, 0.5, 0.25), "decay": 0.05, "friction": 900.0},
+    "metal": {
+        "base": 700.0,
+        "ratios": (1.0, 2.76, 5.4, 8.93),
+        "amplitudes": (1.0, 0.6, 0.4, 0.25),
+        "decay": 0.5,
+        "friction": 2500.0,
+    },
+    "glass": {"base": 1100.0, "ratios": (1.0, 2.32, 4.25), "amplitudes": (1.0, 0.45, 0.3), "decay": 0.2, "friction": 3000.0},
+    "rubber": {"base": 160.0, "ratios": (1.0, 1.6), "amplitudes": (1.0, 0.3), "decay": 0.03, "friction": 300.0},
+}
+#: The materials an object of each colour tends to be made of (with probability
+#: ``SyntheticConfig.material_colour_link``; otherwise any material): a noisy, many-to-one link,
+#: so a colour word says a little about the sound and never fixes it.
+COLOUR_MATERIALS: dict[str, tuple[str, ...]] = {
+    "red": ("wood", "rubber"),
+    "orange": ("wood", "rubber"),
+    "yellow": ("wood", "rubber"),
+    "pink": ("wood", "rubber"),
+    "green": ("metal", "glass"),
+    "cyan": ("metal", "glass"),
+    "blue": ("metal", "glass"),
+    "purple": ("metal", "glass"),
 }
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "star", "hexagon")
@@ -74,16 +90,6 @@ SHAPE_SYMMETRY: dict[str, float | None] = {
     "cross": 90.0,
     "star": 72.0,
     "hexagon": 60.0,
-}
-#: Harmonic amplitudes of each shape's tone (its timbre): index h-1 is the h-th harmonic.
-SHAPE_HARMONICS: dict[str, tuple[float, ...]] = {
-    "circle": (1.0,),
-    "square": (1.0, 0.0, 0.45, 0.0, 0.25),
-    "triangle": (1.0, 0.55),
-    "diamond": (1.0, 0.0, 0.0, 0.5),
-    "cross": (1.0, 0.5, 0.4),
-    "star": (1.0, 0.45, 0.35, 0.3, 0.25),
-    "hexagon": (1.0, 0.0, 0.0, 0.0, 0.0, 0.5),
 }
 GENERIC_NOUNS: tuple[str, ...] = ("object", "shape", "thing", "item")
 
@@ -229,10 +235,17 @@ class SyntheticConfig:
     )
     audio_noise: float = dataclasses.field(
         default=0.5,
-        metadata=_help("background noise level relative to a large object's tone, and the rate of spurious blips"),
+        metadata=_help("white-noise level of the soundtrack, and the rate of off-screen sounds"),
     )
     audio_dropout: float = dataclasses.field(
-        default=0.15, metadata=_help("probability that a main object makes no sound")
+        default=0.15, metadata=_help("probability that an object (main or distractor) makes no sound")
+    )
+    audio_missing: float = dataclasses.field(
+        default=0.1, metadata=_help("probability that a clip's soundtrack is missing (a dead track: noise floor only)")
+    )
+    material_colour_link: float = dataclasses.field(
+        default=0.6,
+        metadata=_help("probability that an object's hidden material is drawn from its colour's pair (else any)"),
     )
     mux_audio: bool = dataclasses.field(
         default=False, metadata=_help("also mux the soundtrack into the mp4 (AAC stream)")
@@ -269,6 +282,8 @@ class SyntheticConfig:
             ("audio_sample_rate", self.audio_sample_rate >= 4000, "an integer >= 4000"),
             ("audio_noise", self.audio_noise >= 0.0, "a number >= 0"),
             ("audio_dropout", 0.0 <= self.audio_dropout <= 1.0, "a number in [0, 1]"),
+            ("audio_missing", 0.0 <= self.audio_missing <= 1.0, "a number in [0, 1]"),
+            ("material_colour_link", 0.0 <= self.material_colour_link <= 1.0, "a number in [0, 1]"),
             (
                 "hard_negative_attributes",
                 len(self.hard_negative_attributes) > 0

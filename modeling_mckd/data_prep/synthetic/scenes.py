@@ -14,10 +14,12 @@ import numpy as np
 from .config import (
     BACKGROUND_WORDS,
     BACKGROUNDS,
+    COLOUR_MATERIALS,
     COLOUR_WORDS,
     COLOURS,
     GENERIC_NOUNS,
     HARD_NEGATIVE_ATTRIBUTES,
+    MATERIALS,
     MOTION_WORDS,
     MOTIONS,
     OPPOSITE_MOTION,
@@ -171,6 +173,16 @@ def _path_distance(a: dict, b: dict) -> float:
     return float(np.sqrt((ax[:, None] - bx[None]) ** 2 + (ay[:, None] - by[None]) ** 2).min())
 
 
+def _hidden_sound(rng: SceneRandom, config: SyntheticConfig, colour: str, size: str) -> dict[str, Any]:
+    """What an object sounds like, which no caption says: its material (tied to its colour only
+    with probability ``material_colour_link``), its mass (heavier: lower; large objects tend to be
+    heavier) and whether it makes any sound at all."""
+    linked = rng.random() < config.material_colour_link
+    material = _pick(rng, COLOUR_MATERIALS[colour] if linked else tuple(MATERIALS))
+    mass = rng.uniform(0.0, 1.0) + (0.35 if size == "large" else 0.0)
+    return {"material": material, "mass": _r(mass), "audible": bool(rng.random() >= config.audio_dropout)}
+
+
 def _sample_main_object(
     rng: SceneRandom, config: SyntheticConfig, start: float, end: float, used_colours: set[str]
 ) -> dict[str, Any]:
@@ -189,7 +201,7 @@ def _sample_main_object(
         "end": _r(end),
         "from": state_from,
         "to": state_to,
-        "audible": bool(rng.random() >= config.audio_dropout),
+        **_hidden_sound(rng, config, colour, size),
     }
 
 
@@ -205,16 +217,18 @@ def _sample_distractor(rng: SceneRandom, config: SyntheticConfig, main: list[dic
     x_to = float(np.clip(x + drift * math.cos(drift_angle), 0.05, 0.95))
     y_to = float(np.clip(y + drift * math.sin(drift_angle), 0.05, 0.95))
     angle = float(rng.uniform(0, 360))
+    size = _pick(rng, tuple(SIZE_RADIUS))
     return {
         "shape": shape,
         "colour": colour,
-        "size": _pick(rng, tuple(SIZE_RADIUS)),
+        "size": size,
         "rgb": _jittered_rgb(rng, colour, config),
         "motion": "drift",
         "start": 0.0,
         "end": 1.0,
         "from": _state(x, y, angle=angle),
         "to": _state(x_to, y_to, angle=angle),
+        **_hidden_sound(rng, config, colour, size),
     }
 
 
@@ -244,7 +258,15 @@ def sample_scene(rng: SceneRandom, config: SyntheticConfig, two_events: bool | N
         used.add(best["colour"])
     num_distractors = int(rng.integers(config.num_distractors + 1))
     distractors = [_sample_distractor(rng, config, main) for _ in range(num_distractors)]
-    return {"background": _sample_background(rng, config), "objects": main, "distractors": distractors}
+    background = _sample_background(rng, config)
+    # The recording, shared by a hard-negative group: whether there is a soundtrack at all, whether
+    # the stereo channels are swapped (so a caption's "left" never fixes the pan) and its gain.
+    microphone = {
+        "present": bool(rng.random() >= config.audio_missing),
+        "swapped": bool(rng.random() < 0.5),
+        "gain_db": _r(rng.uniform(-6.0, 6.0)),
+    }
+    return {"background": background, "objects": main, "distractors": distractors, "microphone": microphone}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,6 +370,8 @@ def scene_difference(a: dict, b: dict) -> list[str]:
         return ["time_reversal"]
     if a["background"] != b["background"] or a["distractors"] != b["distractors"]:
         return ["other"]
+    if a.get("microphone") != b.get("microphone"):
+        return ["other"]
     if sorted(map(_path_key, a["objects"])) != sorted(map(_path_key, b["objects"])):
         return ["other"]
     matched = {_path_key(obj): obj for obj in b["objects"]}
@@ -359,7 +383,7 @@ def scene_difference(a: dict, b: dict) -> list[str]:
                 out.add(attribute)
         if (obj_a["rgb"] != obj_b["rgb"]) != (obj_a["colour"] != obj_b["colour"]):
             out.add("other")
-        if obj_a.get("audible") != obj_b.get("audible"):
+        if any(obj_a.get(key) != obj_b.get(key) for key in ("audible", "material", "mass")):
             out.add("other")
         if (obj_a["start"], obj_a["end"]) != (obj_b["start"], obj_b["end"]):
             out.add("order")
