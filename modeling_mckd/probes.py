@@ -118,7 +118,7 @@ def _select_ridge(
     ridges: Sequence[float], fit_and_score: Callable[[float], float]
 ) -> tuple[float, dict[float, float]]:
     scores = {float(ridge): float(fit_and_score(float(ridge))) for ridge in ridges}
-    best = max(scores, key=lambda ridge: (scores[ridge], ridge))  # ties: the stronger penalty
+    best = max(scores, key=lambda ridge: (scores[ridge], -ridge))  # ties: the weaker penalty (least bias)
     return best, scores
 
 
