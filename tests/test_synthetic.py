@@ -17,7 +17,8 @@ import pytest
 
 from modeling_mckd.data_prep import synthetic
 from modeling_mckd.data_prep.synthetic import (
-    COLOUR_PITCH,
+    COLOUR_MATERIALS,
+    MATERIALS,
     COLOUR_WORDS,
     MOTION_WORDS,
     SHAPE_POLYGONS,
@@ -504,7 +505,8 @@ def test_time_reversed_twin_is_the_clip_backwards(hard):
         decoded_base = decode(folder / "videos" / f"{base['video_id']}.mp4").astype(float)
         backwards = np.abs(decoded_twin - decoded_base[::-1]).mean(axis=(1, 2, 3))
         forwards = np.abs(decoded_twin - decoded_base).mean(axis=(1, 2, 3))
-        assert backwards.max() < 6 and backwards.mean() < 0.6 * forwards.mean(), (backwards, forwards)
+        # How much closer depends on how much the scene moves (a near-static clip is close both ways).
+        assert backwards.max() < 6 and backwards.mean() < 0.75 * forwards.mean(), (backwards, forwards)
 
 
 def test_variants_render_differently(hard):
@@ -576,67 +578,104 @@ def _object(colour="red", shape="circle", size="large", motion="grow", x=0.5, y=
         "from": dict(state),
         "to": {**state, **to},
         "audible": True,
+        "material": "wood",
+        "mass": 0.5,
     }
 
 
 QUIET = SyntheticConfig(audio_noise=0.0, num_frames=16, fps=8)
 
 
-def _dominant_frequency(signal: np.ndarray, sample_rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.size)))
-    return float(np.fft.rfftfreq(signal.size, 1.0 / sample_rate)[spectrum.argmax()])
+def _energy_at(signal: np.ndarray, frequency: float, sample_rate: int, centre: float, width: float = 0.05) -> float:
+    """Energy of ``signal`` at ``frequency`` within ``width`` seconds around ``centre`` seconds."""
+    begin, end = int((centre - width / 2) * sample_rate), int((centre + width / 2) * sample_rate)
+    t = np.arange(begin, end) / sample_rate
+    chunk = signal[begin:end]
+    return float(np.dot(chunk, np.sin(2 * np.pi * frequency * t)) ** 2 + np.dot(chunk, np.cos(2 * np.pi * frequency * t)) ** 2)
 
 
-def test_audio_pitch_pan_loudness_follow_the_scene():
+def test_knocks_are_locked_to_the_start_and_end_of_a_motion():
     sr = QUIET.audio_sample_rate
-    for colour in ("red", "pink", "blue"):
-        for y in (0.3, 0.7):
-            scene = _scene([_object(colour=colour, y=y, motion="grow", scale=1.0)])
-            waveform = synthesize_waveform(scene, QUIET, seed=0)
-            expected = 220.0 * 2 ** ((COLOUR_PITCH[colour] + 6.0 * (0.5 - y)) / 12.0)
-            found = _dominant_frequency(waveform[0, sr // 2 :], sr)
-            assert abs(found - expected) < 2.0, (colour, y, found, expected)
-    # Pan follows x: an object on the left is louder in the left channel (cos/sin law).
-    left_scene = synthesize_waveform(_scene([_object(x=0.2, scale=1.0)]), QUIET, seed=0)
-    ratio = np.sqrt((left_scene[0] ** 2).mean() / (left_scene[1] ** 2).mean())
-    assert abs(ratio - 1 / math.tan(0.2 * math.pi / 2)) < 1e-3
-    # Loudness follows size: small / large radius.
-    large = synthesize_waveform(_scene([_object(size="large", scale=1.0)]), QUIET, seed=0)
-    small = synthesize_waveform(_scene([_object(size="small", scale=1.0)]), QUIET, seed=0)
-    assert abs(np.sqrt((small**2).mean() / (large**2).mean()) - SIZE_RADIUS["small"] / SIZE_RADIUS["large"]) < 1e-3
-    # Silent before an "appear" event starts; distractors make no sound.
-    appear = _object(motion="appear", start=0.5, end=0.8)
-    appear["from"]["alpha"] = 0.0
-    waveform = synthesize_waveform(_scene([appear]), QUIET, seed=0)
-    onset_sample = int((0.5 * 15 + 0.5) / 8 * sr)
-    assert (
-        np.abs(waveform[:, : onset_sample - 1]).max() == 0.0 and np.abs(waveform[:, onset_sample + 400 :]).max() > 0.1
-    )
-    distractor = {**_object(colour="blue", x=0.2), "motion": "drift"}
-    np.testing.assert_array_equal(synthesize_waveform(_scene([appear], [distractor]), QUIET, seed=0), waveform)
+    mover = _object(motion="right", x=0.3, start=0.25, end=0.75)
+    mover["to"]["x"] = 0.7
+    waveform = synthesize_waveform(_scene([mover]), QUIET, seed=0).sum(axis=0)
+    pitch = MATERIALS["wood"]["base"] * 2.0 ** -0.5  # the knock's fundamental at mass 0.5
+    onset, offset = (0.25 * 15 + 0.5) / 8, (0.75 * 15 + 0.5) / 8  # seconds: frame time + half a frame
+    at_onset = _energy_at(waveform, pitch, sr, onset + 0.02)
+    at_offset = _energy_at(waveform, pitch, sr, offset + 0.02)
+    for quiet in (0.2, 1.0, 1.9):  # before, in the middle of, and after the motion
+        assert min(at_onset, at_offset) > 20 * _energy_at(waveform, pitch, sr, quiet), quiet
+    # A silent object leaves only the ambience: nothing at the knock's pitch.
+    silent = {**mover, "audible": False}
+    hushed = synthesize_waveform(_scene([silent]), QUIET, seed=0).sum(axis=0)
+    assert _energy_at(hushed, pitch, sr, onset + 0.02) < at_onset / 100
 
 
-def test_audio_features_distinguish_objects(tiny):
+def test_touching_outlines_knock_both_objects_at_the_frame_they_meet():
+    from modeling_mckd.data_prep.synthetic.audio import event_times
+
+    mover = _object(motion="right", x=0.2, start=0.0, end=1.0)
+    mover["to"]["x"] = 0.8
+    still = {**_object(colour="blue", x=0.7), "motion": "drift", "material": "metal"}
+    events = event_times(_scene([mover], [still]), num_frames=16)
+    # Outlines touch when the centres are closer than 0.85 * (0.145 + 0.145) = 0.2465: x = 0.2 + 0.6 t
+    # reaches 0.7 - 0.2465 at t = 0.4225, first seen at frame 7 (t = 7/15); frame 6 (t = 0.4) is apart.
+    assert [(round(t, 4), obj["material"]) for t, obj, _ in events] == [
+        (0.0, "wood"),
+        (round(7 / 15, 4), "wood"),
+        (round(7 / 15, 4), "metal"),
+        (1.0, "wood"),
+    ]
+
+
+def test_colour_and_shape_never_reach_the_sound_hidden_material_does():
+    base = _object(colour="red", shape="circle", motion="grow", start=0.2, end=0.8)
+    base["from"]["scale"] = 0.4
+    reference = synthesize_waveform(_scene([base]), QUIET, seed=3)
+    recoloured = {**base, "colour": "blue", "shape": "star", "rgb": [0.1, 0.1, 0.9]}
+    np.testing.assert_array_equal(synthesize_waveform(_scene([recoloured]), QUIET, seed=3), reference)
+    for material in ("metal", "glass", "rubber"):
+        changed = synthesize_waveform(_scene([{**base, "material": material}]), QUIET, seed=3)
+        assert np.abs(changed - reference).max() > 0.05, material
+    heavier = synthesize_waveform(_scene([{**base, "mass": 1.2}]), QUIET, seed=3)
+    assert np.abs(heavier - reference).max() > 0.05
+
+
+def test_missing_track_and_swapped_channels():
+    one = _scene([_object(motion="grow", start=0.2, end=0.8, scale=1.0)])
+    other = _scene([{**_object(colour="blue", motion="left", x=0.7, start=0.0, end=0.5), "material": "glass"}])
+    for scene in (one, other):
+        scene["microphone"] = {"present": False, "swapped": False, "gain_db": 3.0}
+    # A missing track is the noise floor alone: it says nothing about the scene.
+    np.testing.assert_array_equal(synthesize_waveform(one, QUIET, seed=5), synthesize_waveform(other, QUIET, seed=5))
+    assert np.abs(synthesize_waveform(one, QUIET, seed=5)).max() < 0.02
+    one["microphone"] = {"present": True, "swapped": False, "gain_db": 0.0}
+    plain = synthesize_waveform(one, QUIET, seed=5)
+    one["microphone"] = {"present": True, "swapped": True, "gain_db": 0.0}
+    np.testing.assert_array_equal(synthesize_waveform(one, QUIET, seed=5), plain[::-1])
+
+
+def test_material_is_a_noisy_many_to_one_function_of_colour():
+    def materials_by_colour(link: float) -> dict[str, set[str]]:
+        # No hard negatives: a "colour" variant keeps its base's hidden material, like everything else.
+        config = SyntheticConfig(num_train=300, num_val=0, num_test=0, hard_negative_fraction=0.0, material_colour_link=link)
+        annotations, _tasks = build_annotations(config)
+        out: dict[str, set[str]] = {}
+        for video in annotations["videos"]:
+            for obj in video["scene"]["objects"] + video["scene"]["distractors"]:
+                out.setdefault(obj["colour"], set()).add(obj["material"])
+        return out
+
+    assert all(found == set(COLOUR_MATERIALS[colour]) for colour, found in materials_by_colour(1.0).items())
+    # At the default link every colour meets every material: a colour word never fixes the sound.
+    assert all(found == set(MATERIALS) for found in materials_by_colour(0.6).values())
+
+
+def test_every_generated_clip_has_its_audio_file_and_hidden_properties(tiny):
     folder, _dataset, annotations = tiny
-    signature = {}
-    for video in annotations["videos"]:  # what is audible: silent objects leave no trace
-        key = tuple(
-            (o["colour"], o["shape"], o["size"], o["motion"], o["start"])
-            for o in video["scene"]["objects"]
-            if o["audible"]
-        )
-        signature[video["video_id"]] = key
-    arrays = {vid: np.load(folder / "audio" / f"{vid}.npy") for vid in signature}
-    ids = sorted(arrays)
-    for i, first in enumerate(ids):
-        for second in ids[i + 1 :]:
-            if signature[first] != signature[second]:
-                # Size alone changes the level by ln((0.085/0.145)**2)/3 = -0.36 in the bands it fills.
-                assert np.abs(arrays[first] - arrays[second]).max() > 0.25, (first, second)
-    # A pure tone lands in the band of its frequency, in both channels.
-    config = SyntheticConfig(audio_noise=0.0)
-    features = audio_features(synthesize_waveform(_scene([_object(colour="red", y=0.5)]), config, seed=0), config)
-    edges = np.geomspace(120.0, config.audio_sample_rate * 0.48, config.audio_bins // 2 + 2)
-    band = int(np.argmin(np.abs(edges[1:-1] - 220.0)))
-    assert features.shape == (16, 32)
-    assert int(features[8, :16].argmax()) == band and int(features[8, 16:].argmax()) == band
+    for video in annotations["videos"]:
+        scene = video["scene"]
+        assert set(scene["microphone"]) == {"present", "swapped", "gain_db"}
+        assert all(obj["material"] in MATERIALS for obj in scene["objects"] + scene["distractors"])
+        features = np.load(folder / "audio" / f"{video['video_id']}.npy", allow_pickle=False)
+        assert features.shape == (16, 32) and features.dtype == np.float32 and np.isfinite(features).all()
