@@ -26,7 +26,7 @@ from .processing_mckd import MCKDProcessor, MCKDVideoProcessor
 from .tokenization import build_word_tokenizer, minilm_path
 from .encoding import uses_audio
 from .objectives import StudentObjective, TeacherObjective, TeacherSignal, freeze_unused_parameters, teacher_pairs
-from .training import RetrievalTrainer, make_clip_store, select_videos
+from .training import RetrievalTrainer, launch_state, make_clip_store, select_videos
 
 
 logger = logging.getLogger(__name__)
@@ -62,10 +62,8 @@ def load_run_dataset(data_args: DataArguments):
         }.items()
         if value is not None
     }
-    from accelerate import PartialState
-
     # One process generates (or finds) the benchmark; the others wait, then reuse it.
-    with PartialState().main_process_first():
+    with launch_state().main_process_first():
         return generate_synthetic(data_args.synthetic_dir, **overrides)
 
 
@@ -322,9 +320,7 @@ def build_teacher_signal(teacher: MCKDModel, teacher_processor, distill_args: Di
     """What the student objective reads of the teacher. ``teacher_frame_sampling uniform``: the teacher's inputs
     are deterministic, so the train split is encoded once (with the teacher's own processor, and the audio for a
     teacher that fuses it). ``random``: the teacher is run on each batch, on the student's frames."""
-    from accelerate import PartialState
-
-    device = PartialState().device  # the device the trainer's Accelerator will use
+    device = launch_state().device  # the device the trainer's Accelerator will use
     if distill_args.teacher_frame_sampling == "uniform":
         return TeacherSignal.cached(teacher, teacher_processor, train_videos, train_store, batch_size=batch_size,
                                     device=device, with_parts=distill_args.kd_parts)
