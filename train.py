@@ -10,13 +10,15 @@ See `python train.py --help` for every argument; a `--config` YAML/JSON file set
 import json
 import logging
 
-from modeling_mckd.arguments import DataArguments, ModelArguments, RunArguments, parse_arguments
+from modeling_mckd.arguments import DataArguments, ModelArguments, RunArguments, TeacherArguments, parse_arguments
 from modeling_mckd.runner import is_main_process, run_teacher
 
 
 def main(argv=None) -> dict:
-    model_args, data_args, run_args = parse_arguments((ModelArguments, DataArguments, RunArguments), argv)
-    results = run_teacher(model_args, data_args, run_args)
+    model_args, data_args, run_args, teacher_args = parse_arguments(
+        (ModelArguments, DataArguments, RunArguments, TeacherArguments), argv
+    )
+    results = run_teacher(model_args, data_args, run_args, teacher_args)
     if is_main_process():  # under accelerate launch, one copy of the results
         print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (list, dict))}, indent=2, default=float))
     return results

@@ -94,12 +94,6 @@ class RunArguments:
         default=None, metadata={"help": "YAML or JSON file of arguments; the command line overrides it."}
     )
     num_train_epochs: float = 10.0
-    teacher_part_pairs: bool = field(
-        default=True,
-        metadata={"help": "train.py, a model with fuse_modalities: also contrast each part of the video embedding "
-                  "(text-visual, text-audio, visual-audio) next to text-video, so the frames are not left "
-                  "untrained behind the audio. false: text-video, text-audio, video-audio."},
-    )
     max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
     per_device_train_batch_size: int = 64
     per_device_eval_batch_size: int = 256
@@ -132,6 +126,24 @@ class RunArguments:
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private_repo: bool = False
+
+
+@dataclass
+class TeacherArguments:
+    """The teacher objective (train.py only): multimodal InfoNCE over the pairs of co-occurring modalities."""
+
+    teacher_part_pairs: bool = field(
+        default=True,
+        metadata={"help": "A model with fuse_modalities: also contrast each part of the video embedding "
+                  "(text-visual, text-audio, visual-audio) next to text-video, so the frames are not left "
+                  "untrained behind the audio. false: text-video, text-audio, video-audio."},
+    )
+
+
+# Options of one script only: the other script names them in its error instead of a generic "unknown argument".
+SCRIPT_ONLY_ARGUMENTS = {
+    TeacherArguments: "train.py (the teacher objective)",
+}
 
 
 @dataclass
@@ -204,6 +216,23 @@ def _read_config_file(path: str) -> dict[str, Any]:
     return data
 
 
+def _refuse_other_scripts_arguments(dataclass_types: tuple[type, ...], given, config: str | None) -> None:
+    """A clear error for an option that belongs to the other script (``given``: argv, or a config file's keys)."""
+    for owner, script in SCRIPT_ONLY_ARGUMENTS.items():
+        if owner in dataclass_types:
+            continue
+        for name in (f.name for f in fields(owner)):
+            if config is not None:
+                found = name in given
+            else:  # every spelling HfArgumentParser accepts: --a_b, --a-b, and for a bool --no_a_b, --no-a-b
+                dashed = name.replace("_", "-")
+                flags = {f"--{name}", f"--{dashed}", f"--no_{name}", f"--no-{dashed}"}
+                found = any(str(arg).split("=", 1)[0] in flags for arg in given)
+            if found:
+                where = f"--config {config}: `{name}`" if config is not None else f"--{name}"
+                raise ValueError(f"{where} is an option of {script}, not of this script; remove it")
+
+
 def parse_arguments(dataclass_types: tuple[type, ...], argv: list[str] | None = None,
                     defaults: dict[str, Any] | None = None) -> tuple:
     """Parse ``dataclass_types`` from ``--config FILE`` (YAML or JSON) then the command line.
@@ -213,6 +242,7 @@ def parse_arguments(dataclass_types: tuple[type, ...], argv: list[str] | None = 
     names them, so a typo never silently falls back to a default.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    _refuse_other_scripts_arguments(dataclass_types, argv, None)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
@@ -221,6 +251,7 @@ def parse_arguments(dataclass_types: tuple[type, ...], argv: list[str] | None = 
         parser.set_defaults(**defaults)
     if known.config:
         values = _read_config_file(known.config)
+        _refuse_other_scripts_arguments(dataclass_types, values, known.config)
         valid = {f.name for cls in dataclass_types for f in fields(cls)}
         unknown = sorted(set(values) - valid)
         if unknown:

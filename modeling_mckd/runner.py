@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from accelerate.utils import set_seed
 
-from .arguments import DataArguments, DistillArguments, ModelArguments, RunArguments
+from .arguments import DataArguments, DistillArguments, ModelArguments, RunArguments, TeacherArguments
 from .configuration_mckd import MCKDConfig
 from .cpu_allocator import tune_cpu_allocator
 from .modeling_mckd import MCKDModel
@@ -26,7 +26,7 @@ from .processing_mckd import MCKDProcessor, MCKDVideoProcessor
 from .tokenization import build_word_tokenizer, minilm_path
 from .encoding import uses_audio
 from .objectives import StudentObjective, TeacherObjective, TeacherSignal, freeze_unused_parameters, teacher_pairs
-from .training import RetrievalTrainer, make_clip_store, select_videos
+from .training import RetrievalTrainer, launch_state, make_clip_store, select_videos
 
 
 logger = logging.getLogger(__name__)
@@ -62,10 +62,8 @@ def load_run_dataset(data_args: DataArguments):
         }.items()
         if value is not None
     }
-    from accelerate import PartialState
-
     # One process generates (or finds) the benchmark; the others wait, then reuse it.
-    with PartialState().main_process_first():
+    with launch_state().main_process_first():
         return generate_synthetic(data_args.synthetic_dir, **overrides)
 
 
@@ -235,22 +233,25 @@ def count_parameters(model) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def run_teacher(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments) -> dict:
+def run_teacher(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments,
+                teacher_args: TeacherArguments | None = None) -> dict:
     """Train a teacher by multimodal contrastive learning; returns all_results."""
+    teacher_args = teacher_args or TeacherArguments()
     _check_run_args(run_args)
     if run_args.tune_cpu_allocator:
         tune_cpu_allocator()
     set_seed(run_args.seed)
     datasets = load_run_dataset(data_args)
     model, processor = build_model_and_processor(model_args, data_args, datasets[data_args.train_split])
-    objective = TeacherObjective(part_pairs=run_args.teacher_part_pairs)
+    objective = TeacherObjective(part_pairs=teacher_args.teacher_part_pairs)
     _freeze_unused(model, objective)
     trainer = RetrievalTrainer(
         model=model, processor=processor, objective=objective, datasets=datasets,
-        run_args=run_args, data_args=data_args, track_config=_flat_config(model_args, data_args, run_args),
+        run_args=run_args, data_args=data_args, track_config=_flat_config(model_args, data_args, run_args, teacher_args),
     )
     summary = trainer.train()
-    return finish_run(trainer, summary, role="teacher", args=(model_args, data_args, run_args))
+    return finish_run(trainer, summary, role="teacher", args=(model_args, data_args, run_args, teacher_args),
+                      teacher_part_pairs=teacher_args.teacher_part_pairs)
 
 
 def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments,
@@ -322,9 +323,7 @@ def build_teacher_signal(teacher: MCKDModel, teacher_processor, distill_args: Di
     """What the student objective reads of the teacher. ``teacher_frame_sampling uniform``: the teacher's inputs
     are deterministic, so the train split is encoded once (with the teacher's own processor, and the audio for a
     teacher that fuses it). ``random``: the teacher is run on each batch, on the student's frames."""
-    from accelerate import PartialState
-
-    device = PartialState().device  # the device the trainer's Accelerator will use
+    device = launch_state().device  # the device the trainer's Accelerator will use
     if distill_args.teacher_frame_sampling == "uniform":
         return TeacherSignal.cached(teacher, teacher_processor, train_videos, train_store, batch_size=batch_size,
                                     device=device, with_parts=distill_args.kd_parts)
@@ -407,8 +406,10 @@ def _flat_config(*args) -> dict:
     return flat
 
 
-def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tuple, teacher: str | None = None) -> dict:
-    """Final evaluation on test, then the model folder: weights, processor, results, model card."""
+def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tuple, teacher: str | None = None,
+               teacher_part_pairs: bool = True) -> dict:
+    """Final evaluation on test, then the model folder: weights, processor, results, model card.
+    ``teacher_part_pairs``: what the teacher objective contrasted (the card lists its pairs)."""
     run_args = trainer.run_args
     data_args = trainer.data_args
     accelerator = trainer.accelerator
@@ -440,7 +441,7 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
             training_config=training_config, teacher=teacher,
             dataset_name=data_args.dataset or "mckd-synthetic",
             dataset_type="local" if data_args.dataset else "synthetic",
-            loss_description=_loss_description(role, model, run_args.teacher_part_pairs), repo_id=run_args.hub_model_id,
+            loss_description=_loss_description(role, model, teacher_part_pairs), repo_id=run_args.hub_model_id,
         )
         if run_args.push_to_hub:
             from .hub import push_folder_to_hub

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -35,6 +36,28 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE = "trainer_state.json"
 DUMP_GRADS_ENV = "MCKD_DUMP_FIRST_STEP_GRADS"
+
+
+def launch_state() -> PartialState:
+    """This process's place in the launch, set up as the trainer's `Accelerator` sets it up.
+
+    Use this, never a bare ``PartialState()``, for anything that runs before the trainer exists: the first state
+    made is shared by the whole process, and a bare one ignores ``ACCELERATE_USE_CPU`` (only ``Accelerator`` reads
+    it), so under ``accelerate launch`` on CPU it fixes the run as single-process: no process group, no DDP, every
+    rank training on rank 0's batches with its own gradients.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def check_launch(accelerator: Accelerator) -> None:
+    """Fail when the launcher started several processes but the Accelerator sees one (see `launch_state`)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes (WORLD_SIZE) but the Accelerator runs {accelerator.num_processes} "
+            f"({accelerator.distributed_type}): the process state was set up before the trainer without the launch's "
+            "settings (use modeling_mckd.training.launch_state(), not PartialState(), before the trainer exists)"
+        )
 
 
 def select_videos(videos, limit: int | None):
@@ -123,6 +146,7 @@ class RetrievalTrainer:
             log_with=resolve_report_to(run_args.report_to) or None,
             project_dir=str(self.output_dir / "runs"),
         )
+        check_launch(self.accelerator)
         self.model = model
         self.processor = processor
         self.objective = objective
@@ -169,7 +193,10 @@ class RetrievalTrainer:
             root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(temporary, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+        # Every process writes into the folder (its own random_states_<rank>.pkl), and save_state returns without
+        # waiting for the others: the rename must wait until all have written.
         self.accelerator.save_state(str(temporary))
+        self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             (temporary / TRAINER_STATE).write_text(json.dumps(dataclasses.asdict(state), indent=2))
             shutil.rmtree(final, ignore_errors=True)

@@ -334,28 +334,123 @@ def test_two_processes_match_one_process_gradients(tiny_dataset, tmp_path):
     _assert_same_gradients(one, two)
 
 
+# A tiny teacher that fuses the clip's audio, with a GRU text tower like the default student's (so the default
+# student config's init_from_teacher text,audio finds towers of its shapes).
+TINY_AUDIO_TEACHER = {
+    "num_frames": 4, "projection_dim": 32, "vision_hidden_size": 16, "temporal_aggregator": "mean",
+    "builtin_text_arch": "gru", "text_hidden_size": 32, "text_num_layers": 2,
+    "extra_modalities": {"audio": {"feature_dim": "auto"}}, "fuse_modalities": ["audio"],
+}
+# configs/synthetic_student.yaml's model at tiny sizes: frames + text + the fused audio, kd_parts, kl+relation.
+TINY_DEFAULT_STUDENT = {
+    "num_frames": 4, "vision_hidden_size": 8, "vision_num_layers": 3, "vision_frame_difference": True,
+    "vision_spatial_pooling": "max", "temporal_aggregator": "gru", "builtin_text_arch": "gru", "text_hidden_size": 32,
+    "text_num_layers": 2, "projection_dim": 32, "extra_modalities": {"audio": {"feature_dim": "auto"}},
+    "fuse_modalities": ["audio"],
+}
+
+
+@pytest.fixture(scope="session")
+def audio_teacher(tiny_dataset, tmp_path_factory) -> Path:
+    """Trained from an old-style YAML config that sets teacher_part_pairs (now a train.py-only option)."""
+    output_dir = tmp_path_factory.mktemp("audio_teacher")
+    config = output_dir.parent / "audio_teacher.yaml"
+    config.write_text(yaml.safe_dump({"teacher_part_pairs": False, "model_overrides": TINY_AUDIO_TEACHER}))
+    train = load_script("train")
+    train.main(["--config", str(config), *common_args(tiny_dataset, output_dir, max_steps=2, eval_strategy="no",
+                                                      eval_split="none", test_split="none")])
+    return output_dir
+
+
+def test_teacher_part_pairs_is_a_train_py_option_kept_from_old_configs(audio_teacher, tiny_dataset, tmp_path, capsys):
+    # the config's `teacher_part_pairs: false` reached the objective: the fused model's parts were not contrasted
+    history = json.loads((audio_teacher / "training_history.json").read_text())
+    assert {key for key in history[0] if key.startswith("loss/")} == {"loss/text-video", "loss/text-audio",
+                                                                       "loss/video-audio"}
+    distill = load_script("distill")
+    for spelling in (["--teacher_part_pairs", "false"], ["--teacher-part-pairs=true"], ["--no_teacher_part_pairs"]):
+        with pytest.raises(ValueError, match=r"--teacher_part_pairs is an option of train\.py"):
+            distill.main([*common_args(tiny_dataset, tmp_path / "x", max_steps=1), *spelling])
+    config = tmp_path / "student.yaml"
+    config.write_text("teacher_part_pairs: true\n")
+    with pytest.raises(ValueError, match=rf"--config {config}: `teacher_part_pairs` is an option of train\.py"):
+        distill.main(["--config", str(config), *common_args(tiny_dataset, tmp_path / "x", max_steps=1)])
+    assert not (tmp_path / "x").exists()
+    helps = {}
+    for script in ("train", "distill"):
+        with pytest.raises(SystemExit):
+            load_script(script).main(["--help"])
+        helps[script] = capsys.readouterr().out
+    assert "--teacher_part_pairs" in helps["train"] and "--teacher_part_pairs" not in helps["distill"]
+
+
+def test_a_launch_the_accelerator_does_not_see_is_refused(monkeypatch):
+    """The root cause of 2-process distillation training each rank alone: a process state set up as single-process
+    before the trainer. The trainer refuses it instead of training without DDP."""
+    from modeling_mckd.training import check_launch
+
+    class SingleProcess:
+        num_processes = 1
+        distributed_type = "NO"
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"launched as 2 processes .* the Accelerator runs 1"):
+        check_launch(SingleProcess())
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_launch(SingleProcess())
+
+
+DISTILLATION_STUDENTS = {
+    # the default student config at tiny sizes (frames + text + fused audio, kd_parts, init_from_teacher text,audio)
+    "default": ["--config", str(REPO / "configs/synthetic_student.yaml"),
+                "--model_overrides", json.dumps(TINY_DEFAULT_STUDENT)],
+    # the plain student preset: frames + text, nothing fused
+    "plain": ["--model_overrides", json.dumps(TINY_STUDENT), "--captions_per_video", "2"],
+}
+
+
 @pytest.mark.parametrize("teacher_frame_sampling", ["uniform", "random"])
-def test_two_process_distillation_runs_several_steps_and_writes_once(trained_teacher, tiny_dataset, tmp_path,
-                                                                    teacher_frame_sampling):
-    """accelerate launch distill.py with 2 CPU processes (the student preset at tiny sizes, ranking + distillation +
-    discrimination) runs several steps, where the student's unused logit_scale used to stop DDP at the second, and
-    prints its results once (main process). The student's losses are in-batch per process (no gather)."""
+@pytest.mark.parametrize("student", sorted(DISTILLATION_STUDENTS))
+def test_two_process_distillation_has_one_process_gradients_and_writes_once(audio_teacher, tiny_dataset, tmp_path,
+                                                                             monkeypatch, student,
+                                                                             teacher_frame_sampling):
+    """accelerate launch distill.py with 2 CPU processes (gloo), a student distilled from an audio-fusing teacher
+    (cached, or run on each batch).
+
+    The right reference: the student's losses (ranking, distillation, discrimination) are in-batch per process, not
+    gathered, so DDP's average of the ranks' gradients is the mean of the per-half-batch gradients: one process
+    that accumulates the same two half-batches (gradient_accumulation_steps 2, which halves each loss), not one
+    process on the batch of 16 (the teacher's gathered contrastive loss has that one). Then 3 steps with a
+    checkpoint at each: every rank's files in each, no temporary folder left, results printed once."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    base = ["--max_steps", "3", "--eval_strategy", "no", "--model_overrides", json.dumps(TINY_STUDENT),
-            "--teacher", str(trained_teacher), "--teacher_frame_sampling", teacher_frame_sampling,
-            "--captions_per_video", "2"]
-    two = tmp_path / "two.safetensors"
+    base = [*DISTILLATION_STUDENTS[student], "--teacher", str(audio_teacher),
+            "--teacher_frame_sampling", teacher_frame_sampling, "--eval_strategy", "no", "--eval_split", "none",
+            "--test_split", "none"]
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    monkeypatch.setenv("MCKD_DUMP_FIRST_STEP_GRADS", str(one))
+    load_script("distill").main([*base, *common_args(tiny_dataset, tmp_path / "p1", per_device_train_batch_size=8,
+                                                     gradient_accumulation_steps=2, max_steps=1)])
     output_dir = tmp_path / "p2"
+    port = 29520 + 2 * sorted(DISTILLATION_STUDENTS).index(student) + (teacher_frame_sampling == "random")
     launched = _launch_two_processes(
-        "distill.py", [*common_args(tiny_dataset, output_dir, per_device_train_batch_size=8), *base],
-        {**env, "MCKD_DUMP_FIRST_STEP_GRADS": str(two)}, 29518 + (teacher_frame_sampling == "random"),
+        "distill.py", [*base, *common_args(tiny_dataset, output_dir, per_device_train_batch_size=8, max_steps=3,
+                                           save_steps=1, save_total_limit=3)],
+        {**env, "MCKD_DUMP_FIRST_STEP_GRADS": str(two)}, port,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
-    assert "logit_scale" not in load_file(two)  # frozen: the student objective never reads it
+    expected, actual = load_file(one), load_file(two)
+    assert expected.keys() == actual.keys() and "logit_scale" not in actual  # frozen: the objective never reads it
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-4, msg=name)
     assert launched.stdout.count('"role": "student"') == 1, launched.stdout[-2000:]
     history = json.loads((output_dir / "training_history.json").read_text())
     assert [row["step"] for row in history] == [1, 2, 3]
     assert json.loads((output_dir / "all_results.json").read_text())["global_step"] == 3
+    checkpoints = output_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    for checkpoint in checkpoints.iterdir():
+        for name in ("random_states_0.pkl", "random_states_1.pkl", "trainer_state.json", "model.safetensors"):
+            assert (checkpoint / name).is_file(), checkpoint / name
 
 
 def _hub_server_module():
