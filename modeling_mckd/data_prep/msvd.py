@@ -67,7 +67,7 @@ class UnsafePickleError(AnnotationError):
     """A caption pickle asked for a Python object other than dict / list / str."""
 
 
-#: Bound on the caption text a pickle may expand to (MSVD's raw-captions.pkl holds ~3.5 M characters).
+#: Bound on the caption text a pickle may expand to (MSVD's captions hold ~2.8 M characters).
 MAX_PICKLE_CAPTION_CHARACTERS = 200_000_000
 _CONTAINERS = (list, dict, tuple, set, frozenset, bytearray)
 
