@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -40,8 +41,13 @@ def _run(command, **kwargs):
 
 @pytest.mark.slow  # builds a wheel and a venv (about a minute); kept in the default run
 def test_wheel_install_writes_a_model_card(tmp_path):
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources, and a stale
+    # build/lib in the checkout could leak removed modules into later wheels.
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", ".venv", "__pycache__", ".pytest_cache", ".benchmarks"))
     wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "-q",
+    _run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
           "-w", str(wheels)], cwd=tmp_path)
     (wheel,) = wheels.glob("mckd-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -72,7 +78,7 @@ def test_wheel_install_writes_a_model_card(tmp_path):
     done = _run([str(python), "-I", "write_card.py"], cwd=workdir, env=env)
     reported = json.loads(done.stdout.strip().splitlines()[-1])
     site = Path(reported["hub"]).resolve()
-    assert REPO_ROOT not in site.parents, f"imported the checkout, not the wheel: {site}"
+    assert REPO_ROOT not in site.parents and source not in site.parents, f"imported a source tree, not the wheel: {site}"
     assert venv in site.parents
     assert Path(reported["template"]).is_file() and venv in Path(reported["template"]).resolve().parents
     card = Path(reported["card"]).read_text()
