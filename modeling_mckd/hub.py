@@ -1,6 +1,7 @@
 """Model cards and Hub uploads for MCKD teachers and students.
 
-``render_model_card`` fills the repository's top-level ``model_card.md`` (a Jinja2 template) and
+``render_model_card`` fills the package's ``templates/model_card.md.jinja`` (a Jinja2 template,
+shipped as package data so an installed wheel can write cards) and
 returns a :class:`huggingface_hub.ModelCard` whose YAML front matter carries a ``model-index``
 built from the retrieval metrics, so the Hub shows the results. ``push_folder_to_hub`` uploads
 an output folder; it refuses before any network call when no token is available and never
@@ -22,8 +23,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 logger = logging.getLogger(__name__)
 
-# The project is installed editable (README), so the template is found next to the package.
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_card.md"
+# Package data (pyproject's [tool.setuptools.package-data]): found by editable and wheel installs alike.
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md.jinja"
 
 # One task for both directions: the direction is part of each metric's name ("t2v R@1").
 TASK_TYPE = "text-video-retrieval"
@@ -244,9 +245,9 @@ def _load_template(template_path: str | Path | None) -> str:
     path = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not path.is_file():
         raise FileNotFoundError(
-            f"model card template not found at {path}. The default template is the repository's top-level "
-            "model_card.md, found when the project is installed editable (pip install -e .); otherwise "
-            "pass template_path=."
+            f"model card template not found at {path}. The default template is "
+            "modeling_mckd/templates/model_card.md.jinja, package data of the mckd distribution (an install "
+            "that lacks it is broken: reinstall mckd); or pass template_path= to use your own template."
         )
     return path.read_text(encoding="utf-8")
 
@@ -282,7 +283,7 @@ def render_model_card(
         loss_description: overrides/extra loss settings; for a teacher e.g.
             ``{"modality_pairs": ["video-text", "audio-text"], "temperature": 0.05}``.
         repo_id: the Hub id used in the usage snippet (a placeholder path when None).
-        template_path: a Jinja2 template to use instead of the repository's ``model_card.md``.
+        template_path: a Jinja2 template to use instead of the package's ``templates/model_card.md.jinja``.
         license: the card's license identifier.
 
     Returns:

@@ -13,6 +13,7 @@ import pytest
 
 from modeling_mckd.data_prep.common import AnnotationError, MissingVideosError, expand_captions
 from modeling_mckd.data_prep.msrvtt import (
+    _rows_from_list,
     build_msrvtt,
     load_msrvtt_json,
     main,
@@ -294,3 +295,77 @@ def test_real_train_lists():
     assert not set(train9k) & test_ids
     train7k = [entry.video_id for entry in read_video_list(REAL / "MSRVTT_train.7k.csv")]
     assert len(train7k) == 7010 and set(train7k) == {f"video{i}" for i in range(7010)}
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: undecodable bytes, silent integrity problems (issue 14)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_non_utf8_json_and_csv_name_the_file_and_line(tmp_path, data_json):
+    text = json.dumps(_msrvtt_json(range(8)), indent=1)
+    broken = tmp_path / "MSRVTT_data.json"
+    position = text.index("clip 3 caption 0")
+    broken.write_bytes(text[:position].encode() + b"\xe9" + text[position:].encode())
+    line = text.count("\n", 0, position) + 1
+    with pytest.raises(AnnotationError, match=rf"MSRVTT_data.json, line {line} \(byte {position}\): UTF-8 text expected, found the byte 0xe9"):
+        build_msrvtt(broken)
+    data_json.write_text(json.dumps(_msrvtt_json(range(8))))
+    train_csv, test_csv = _write_csvs(tmp_path)
+    test_csv.write_bytes(b"key,vid_key,video_id,sentence\nret0,msr7,video7,a \xff sentence\n")
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv, byte 49: UTF-8 text expected"):
+        build_msrvtt(data_json, "1k-A", train_csv=train_csv, test_csv=test_csv)
+
+
+def test_duplicate_json_key_is_an_error(tmp_path):
+    path = tmp_path / "MSRVTT_data.json"
+    data = _msrvtt_json(range(4))
+    # The second 'sentences' list would silently replace the first one.
+    path.write_text(json.dumps(data)[:-1] + ',\n"sentences": []}')
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json, line 2: key 'sentences' appears twice in one JSON object"):
+        build_msrvtt(path)
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    path = tmp_path / "MSRVTT_data.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AnnotationError, match=r"MSRVTT_data.json: JSON nested too deeply to parse"):
+        build_msrvtt(path)
+
+
+def test_unbalanced_quote_merging_csv_rows_is_an_error(tmp_path, data_json):
+    train_csv, _ = _write_csvs(tmp_path)
+    test_csv = tmp_path / "quote.csv"
+    # The quote opened on line 3 swallows line 4 (video6) into video5's sentence.
+    test_csv.write_text('key,vid_key,video_id,sentence\nret0,msr7,video7,fine\nret1,msr5,video5,"a quote\n'
+                        'ret2,msr6,video6,never closed"\nret3,msr3,video3,after\n')
+    with pytest.raises(AnnotationError, match=r"quote.csv, line 3: a quoted field runs over lines 3-4 \(unbalanced quote\?\)"):
+        build_msrvtt(data_json, "1k-A", train_csv=train_csv, test_csv=test_csv)
+    # Never closed: every later row becomes part of video5's sentence.
+    test_csv.write_text('key,vid_key,video_id,sentence\nret0,msr7,video7,fine\nret1,msr5,video5,"open to the end\n'
+                        'ret2,msr6,video6,lost\nret3,msr3,video3,lost too\n')
+    with pytest.raises(AnnotationError, match=r"quote.csv, line 3: a quoted field runs over lines 3-5"):
+        build_msrvtt(data_json, "1k-A", train_csv=train_csv, test_csv=test_csv)
+
+
+def test_duplicated_test_video_id_is_an_error_and_train_duplicates_warn(tmp_path, data_json, caplog):
+    train_csv, test_csv = _write_csvs(tmp_path)
+    with open(test_csv, "a") as handle:
+        handle.write("ret3,msr5,video5,a second sentence of video5\n")
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv, line 5: video 'video5' listed again \(first at line 3\); each test video once expected"):
+        build_msrvtt(data_json, "1k-A", train_csv=train_csv, test_csv=test_csv)
+    train_list = tmp_path / "train_with_sentences.csv"
+    train_list.write_text("video_id,sentence\nvideo0,one\nvideo1,two\nvideo0,three\n")
+    entries = read_video_list(train_list)
+    with caplog.at_level("WARNING"):
+        rows = _rows_from_list(entries, train_list, "train", None)
+    assert [(row["video_id"], row["captions"]) for row in rows] == [("video0", ["one", "three"]), ("video1", ["two"])]
+    assert "train_with_sentences.csv, line 4: video 'video0' listed again (first at line 2)" in caplog.text
+
+
+def test_miech_lists_sharing_a_video_are_an_error(tmp_path, data_json):
+    train_list, test_list = tmp_path / "train_list.txt", tmp_path / "test_list.txt"
+    train_list.write_text("video0\nvideo1\nvideo5\n")
+    test_list.write_text("video5\nvideo6\n")
+    with pytest.raises(AnnotationError, match=r"test_list.txt: 1 test video\(s\) are also in the train list .*train_list.txt"):
+        build_msrvtt(data_json, "miech", miech_lists=[train_list, test_list])

@@ -17,6 +17,7 @@ from modeling_mckd.data_prep.msvd import (
     build_msvd,
     detect_caption_format,
     main,
+    read_caption_file,
     read_captions_pickle,
 )
 
@@ -228,3 +229,100 @@ def test_real_json_keeps_every_caption():
     assert {split: sum(map(len, result[split]["captions"])) for split in result} == {"train": 48774, "validation": 4290, "test": 27763}
     assert result["train"]["video_id"][0] == "-4wsuPCjDBc_5_15"
     assert "captions_msvd.json" in result["train"].info.description
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: pickle bombs, undecodable bytes, silent integrity problems (issue 14)
+# ----------------------------------------------------------------------------------------------
+
+
+def _unicode(text: str) -> bytes:
+    data = text.encode()
+    return pickle.BINUNICODE + len(data).to_bytes(4, "little") + data
+
+
+def _bomb(keys: int = 10, width: int = 1000) -> bytes:
+    """A ~5 kB pickle whose dict of `keys` clips, each `width` captions of the same token list of
+    `width` references to one `width`-character token, joins to keys * width**3 characters (10 GB)."""
+    token_list = pickle.EMPTY_LIST + pickle.BINPUT + b"\x02" + pickle.MARK + pickle.BINGET * 0
+    token_list += pickle.BINGET.join([b""] + [b"\x01"] * width) + pickle.APPENDS
+    captions = pickle.EMPTY_LIST + pickle.BINPUT + b"\x03" + pickle.MARK + token_list
+    captions += (pickle.BINGET + b"\x02") * (width - 1) + pickle.APPENDS
+    body = _unicode("a" * width) + pickle.BINPUT + b"\x01" + pickle.POP  # the shared token, memo 1
+    body += pickle.MARK + _unicode("clip_0_1") + captions
+    for key in range(1, keys):
+        body += _unicode(f"clip_{key}_1") + pickle.BINGET + b"\x03"
+    return pickle.PROTO + b"\x02" + pickle.EMPTY_DICT + body + pickle.SETITEMS + pickle.STOP
+
+
+def test_pickle_bomb_stops_before_expanding(tmp_path):
+    bomb = _bomb()
+    assert len(bomb) < 10_000
+    # The crafted stream is a valid pickle that shares one list 999 times per clip: unbounded, the
+    # reader would join 10 * 1000 * 1000 tokens of 1000 characters (10 GB).
+    shared = pickle.loads(bomb)
+    assert len(shared) == 10 and shared["clip_9_1"] is shared["clip_0_1"] and shared["clip_0_1"][5] is shared["clip_0_1"][0]
+    path = tmp_path / "raw-captions.pkl"
+    path.write_bytes(bomb)
+    with pytest.raises(UnsafePickleError, match=r"raw-captions.pkl: a list or dict referenced twice \(memo reuse\)"):
+        read_captions_pickle(path)
+
+
+def test_pickle_caption_text_is_bounded(tmp_path, monkeypatch):
+    """Strings may be shared (pickle memoizes tokens), so the joined text is bounded as well."""
+    import modeling_mckd.data_prep.msvd as msvd
+
+    token = "w" * 100
+    path = tmp_path / "raw-captions.pkl"
+    path.write_bytes(pickle.dumps({f"clip_{n}_1": [[token] * 10 for _ in range(10)] for n in range(5)}))
+    assert len(read_captions_pickle(path)) == 5  # 50,500 characters: fine under the default bound
+    monkeypatch.setattr(msvd, "MAX_PICKLE_CAPTION_CHARACTERS", 20_000)
+    with pytest.raises(AnnotationError, match=r"raw-captions.pkl, key 'clip_1_1'\[9\]: the captions exceed 20,000 characters"):
+        read_captions_pickle(path)
+
+
+def test_non_utf8_json_and_lists_name_the_file(tmp_path, splits_dir):
+    source = tmp_path / "captions_msvd.json"
+    source.write_bytes(b'{"a_1_2": ["fine"],\n "b_1_2": ["caf\xe9 au lait"]}')
+    with pytest.raises(AnnotationError, match=r"captions_msvd.json, line 2 \(byte 35\): UTF-8 text expected, found the byte 0xe9"):
+        build_msvd(source, splits_dir)
+    source.write_text(json.dumps(CAPTIONS))
+    (splits_dir / "val_list.txt").write_bytes(b"val_clip_3_9\n\xff\xfe\n")
+    with pytest.raises(AnnotationError, match=r"val_list.txt, byte 13: UTF-8 text expected"):
+        build_msvd(source, splits_dir)
+
+
+def test_non_utf8_textdata_and_descriptions_name_the_file(tmp_path):
+    folder = _write_textdata(tmp_path / "TextData")
+    (folder / "msvdval.caption.txt").write_bytes(b"val_clip_3_9#0 a \x80 caption\n")
+    with pytest.raises(AnnotationError, match=r"msvdval.caption.txt, byte 17: UTF-8 text expected"):
+        build_msvd(folder)
+    descriptions = tmp_path / "AllVideoDescriptions.txt"
+    descriptions.write_bytes(b"# header\nclip_1_2 a \xc3 man\n")
+    with pytest.raises(AnnotationError, match=r"AllVideoDescriptions.txt, byte 20: UTF-8 text expected"):
+        read_caption_file(descriptions)
+
+
+def test_duplicate_json_key_is_an_error(tmp_path, splits_dir):
+    source = tmp_path / "captions_msvd.json"
+    text = json.dumps(CAPTIONS, indent=1)[:-2] + ',\n "zz9_1_2": ["a second list for the same clip"]\n}'
+    source.write_text(text)
+    line = text.count("\n", 0, text.rindex('"zz9_1_2"')) + 1
+    with pytest.raises(AnnotationError, match=rf"captions_msvd.json, line {line}: key 'zz9_1_2' appears twice in one JSON object"):
+        build_msvd(source, splits_dir)
+
+
+def test_clip_in_two_split_lists_is_an_error(tmp_path, splits_dir):
+    source = tmp_path / "captions_msvd.json"
+    source.write_text(json.dumps(CAPTIONS))
+    (splits_dir / "test_list.txt").write_text("t-1_0_4\nt_2_7_8\nzz9_1_2\n")
+    with pytest.raises(AnnotationError, match=r"test_list.txt, line 3: clip 'zz9_1_2' is also in .*train_list.txt \(line 3\)"):
+        build_msvd(source, splits_dir)
+
+
+def test_clip_in_two_textdata_splits_is_an_error(tmp_path):
+    folder = _write_textdata(tmp_path / "TextData")
+    with open(folder / "msvdtest.caption.txt", "a") as handle:
+        handle.write("val_clip_3_9#9 the validation clip again\n")
+    with pytest.raises(AnnotationError, match=r"msvdtest.caption.txt: clip 'val_clip_3_9' also has captions in the validation file"):
+        build_msvd(folder)

@@ -335,3 +335,59 @@ def test_command_lines_build_the_same_datasets_as_the_functions(tmp_path, vatex_
                                "--train_collection", "coll_train", "--output_dir", str(tmp_path / "features")])
     assert built["train"]["video_id"] == ["video0", "video1"]
     assert datasets.load_from_disk(str(tmp_path / "features"))["train"]["video_id"] == ["video0", "video1"]
+
+
+# --------------------------------------------------------------------------------------------
+# bad input: undecodable bytes, silent integrity problems (issue 14)
+# --------------------------------------------------------------------------------------------
+
+
+def test_vatex_non_utf8_json_names_file_and_line(tmp_path, vatex_files):
+    training, validation = vatex_files
+    text = json.dumps([_vatex_entry(i) for i in TRAIN_IDS], indent=1)
+    position = text.index("english 4")
+    training.write_bytes(text[:position].encode() + b"\xff" + text[position:].encode())
+    line = text.count("\n", 0, position) + 1
+    with pytest.raises(AnnotationError, match=rf"vatex_training_v1.0.json, line {line} \(byte {position}\): UTF-8 text expected"):
+        build_vatex(training, validation)
+
+
+def test_vatex_duplicate_json_key_is_an_error(tmp_path, vatex_files):
+    training, validation = vatex_files
+    entry = json.dumps(_vatex_entry(TRAIN_IDS[0]))
+    # A second "enCap" in one object would silently replace the first caption list.
+    training.write_text("[" + entry[:-1] + ',\n "enCap": ["replaced"]}]')
+    with pytest.raises(AnnotationError, match=r"vatex_training_v1.0.json, line 2: key 'enCap' appears twice"):
+        build_vatex(training, validation)
+
+
+def test_vatex_clip_in_two_splits_is_an_error(tmp_path, vatex_files):
+    training, validation = vatex_files
+    (tmp_path / "val.txt").write_text("\n".join(VAL_IDS[:2]) + "\n")
+    (tmp_path / "test.txt").write_text("\n".join(VAL_IDS[1:]) + "\n")
+    with pytest.raises(AnnotationError, match=rf"test.txt, line 1: '{VAL_IDS[1]}' is also in .*val.txt \(line 2\)"):
+        build_vatex(training, validation, val_list=tmp_path / "val.txt", test_list=tmp_path / "test.txt")
+    # The training JSON's clips are the train split: a validation list naming one is a leak too.
+    (tmp_path / "val.txt").write_text(f"{VAL_IDS[0]}\n{TRAIN_IDS[2]}\n")
+    (tmp_path / "test.txt").write_text("\n".join(VAL_IDS[1:]) + "\n")
+    with pytest.raises(AnnotationError, match=rf"val.txt, line 2: '{TRAIN_IDS[2]}' is also in .*vatex_training_v1.0.json \(the training JSON\)"):
+        build_vatex(training, validation, val_list=tmp_path / "val.txt", test_list=tmp_path / "test.txt")
+
+
+def test_tgif_non_utf8_names_the_file(tmp_path, tgif_files):
+    tsv, splits = tgif_files
+    tsv.write_bytes(tsv.read_bytes() + b"https://x/tumblr_e5.gif\ta caf\xe9\n")
+    with pytest.raises(AnnotationError, match=r"tgif-v1.0.tsv, byte \d+: UTF-8 text expected"):
+        build_tgif(tsv, splits)
+    tsv.write_bytes(tsv.read_bytes().replace(b"\xe9", b"e"))
+    (splits / "val.txt").write_bytes(b"\xc3(\n")
+    with pytest.raises(AnnotationError, match=r"val.txt, byte 0: UTF-8 text expected"):
+        build_tgif(tsv, splits)
+
+
+def test_tgif_gif_in_two_splits_is_an_error(tmp_path, tgif_files):
+    tsv, splits = tgif_files
+    with open(splits / "test.txt", "a") as handle:
+        handle.write(GIF.format("h9", "b2") + "\n")  # the train GIF b2, from another host
+    with pytest.raises(AnnotationError, match=r"test.txt, line 2: 'tumblr_b2_250' is also in .*train.txt \(line 2\)"):
+        build_tgif(tsv, splits)

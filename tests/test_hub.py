@@ -219,8 +219,8 @@ def test_card_argument_errors_are_clear():
         student_card(template_path=REPO_ROOT / "no_such_dir" / "model_card.md")
 
 
-def test_default_template_is_the_repository_file_and_write_model_card(tmp_path):
-    assert hub.TEMPLATE_PATH == REPO_ROOT / "model_card.md"
+def test_default_template_is_the_package_template_and_write_model_card(tmp_path):
+    assert hub.TEMPLATE_PATH == REPO_ROOT / "modeling_mckd" / "templates" / "model_card.md.jinja"
     path = write_model_card(tmp_path / "out", role="student", model_name="m", results={"test": TEST},
                             training_config=STUDENT_CONFIG, teacher="t")
     assert path == tmp_path / "out" / "README.md"

@@ -1,16 +1,19 @@
 # Copyright 2026 The MCKD authors. Licensed under the Apache License, Version 2.0.
 """`evaluate` wrapper of the MCKD retrieval metric: R@K, median / mean rank and mAP of query rows.
 
-Loaded from this folder with ``evaluate.load("./metrics/retrieval_recall")`` (offline). The ranking
-itself is ``modeling_mckd.retrieval.compute_ranks``: counting, chunked, exact, tie-policy aware.
+Loaded from this folder with ``evaluate.load("./metrics/retrieval_recall")`` (offline). Self-contained:
+it needs only numpy, datasets and evaluate, so it loads without the MCKD package and can be published
+on its own. Its small numpy ranking core below follows the conventions of the package's
+``modeling_mckd.retrieval`` (counting, never sorting rows; exact; tie-policy aware), and
+tests/test_metric_module.py keeps the two equal on random multi-caption cases.
 Imports stay one per line: evaluate finds a module's dependencies with a line regex.
 """
+
+import numbers
 
 import datasets
 import evaluate
 import numpy as np
-from modeling_mckd.retrieval import compute_ranks
-from modeling_mckd.retrieval import retrieval_metrics
 
 
 _CITATION = """\
@@ -51,6 +54,137 @@ Examples:
 """
 
 
+TIE_POLICIES = ("pessimistic", "optimistic", "mean")
+
+
+def _check_options(k_values, tie_policy, chunk_size):
+    if tie_policy not in TIE_POLICIES:
+        raise ValueError(f"tie_policy must be one of {TIE_POLICIES}, got {tie_policy!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    checked = []
+    for k in k_values:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k_values must be positive integers, got {k!r} in {list(k_values)!r}")
+        checked.append(int(k))
+    if not checked:
+        raise ValueError("k_values is empty: give at least one K for R@K")
+    return tuple(dict.fromkeys(checked))  # keep order, drop repeats
+
+
+def _check_scores(predictions):
+    rows = [np.asarray(row, dtype=np.float64) for row in predictions]
+    if not rows:
+        raise ValueError("predictions is empty: give one row of gallery scores per query")
+    gallery_size = len(rows[0]) if rows[0].ndim == 1 else -1
+    for query, row in enumerate(rows):
+        if row.ndim != 1 or len(row) != gallery_size:
+            raise ValueError(
+                f"predictions[{query}] has {row.size} scores but predictions[0] has {rows[0].size}: "
+                "every row must score the same gallery"
+            )
+    if gallery_size == 0:
+        raise ValueError("predictions rows are empty: the gallery has no item")
+    scores = np.stack(rows)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        row, column = (int(v) for v in np.argwhere(bad)[0])
+        value = scores[row, column]
+        kind = "NaN" if value != value else ("inf" if value > 0 else "-inf")
+        raise ValueError(f"predictions row {row} contains {kind} (first at column {column})")
+    return scores
+
+
+def _check_references(references, num_queries, gallery_size):
+    if len(references) != num_queries:
+        raise ValueError(f"references gives {len(references)} queries but predictions has {num_queries} rows")
+    sets = []
+    for query, items in enumerate(references):
+        array = np.asarray(items)
+        if array.ndim != 1:
+            raise ValueError(f"references[{query}] must be a flat list of gallery indices, got shape {array.shape}")
+        if array.size == 0:
+            raise ValueError(f"relevant set of query {query} is empty: references[{query}] has no index")
+        if array.dtype.kind not in "iu":
+            raise ValueError(f"references[{query}] must hold integer gallery indices, got dtype {array.dtype}")
+        array = array.astype(np.int64)
+        outside = array[(array < 0) | (array >= gallery_size)]
+        if outside.size:
+            raise ValueError(
+                f"references[{query}] contains {int(outside[0])}, outside the gallery of {gallery_size} items "
+                f"(valid indices are 0..{gallery_size - 1})"
+            )
+        if len(np.unique(array)) != len(array):
+            raise ValueError(f"references[{query}] lists a gallery item more than once")
+        sets.append(array)
+    return sets
+
+
+def _ahead(greater, at_least, tie_policy):
+    """Non-relevant items placed ahead of a relevant item, from those scoring > and >= it."""
+    if tie_policy == "pessimistic":
+        return at_least.astype(np.float64)
+    if tie_policy == "optimistic":
+        return greater.astype(np.float64)
+    return (greater + at_least) / 2.0
+
+
+def _single_relevant_chunk(scores, targets, tie_policy):
+    """Ranks (and reciprocal ranks) of a chunk of queries with one relevant item each."""
+    target_scores = scores[np.arange(len(targets)), targets][:, None]
+    greater = (scores > target_scores).sum(axis=1)
+    at_least = (scores >= target_scores).sum(axis=1) - 1  # the relevant item itself is not ahead
+    rank = _ahead(greater, at_least, tie_policy)
+    return rank, 1.0 / (rank + 1.0)
+
+
+def _multi_relevant_query(row, relevant, tie_policy):
+    """Rank of the best relevant item and the average precision over all of them, for one row.
+
+    The relevant scores (n of them) are the thresholds; each non-relevant item is placed among
+    them by binary search and the counts are accumulated, O(G log n) without sorting the row.
+    """
+    thresholds = np.sort(row[relevant])  # ascending
+    count = len(thresholds)
+    others = np.delete(row, relevant)
+
+    def above(side):
+        # above(side)[j]: non-relevant items scoring > (side="left") or >= ("right") thresholds[j]
+        slots = np.bincount(np.searchsorted(thresholds, others, side=side), minlength=count + 1)
+        return np.cumsum(slots[::-1])[::-1][1:]
+
+    ahead = _ahead(above("left"), above("right"), tie_policy)[::-1]  # best relevant item first
+    # Relevant items never count against each other: the i-th best sits behind i - 1 of them.
+    positions = ahead + np.arange(1, count + 1)
+    return positions[0] - 1.0, float(np.mean(np.arange(1, count + 1) / positions))
+
+
+def compute_ranks(scores, relevant_sets, tie_policy="pessimistic", chunk_size=1024):
+    """0-based rank of every query's best-ranked relevant item and its average precision."""
+    num_queries = scores.shape[0]
+    ranks = np.zeros(num_queries, dtype=np.float64)
+    average_precision = np.zeros(num_queries, dtype=np.float64)
+    single = np.array([len(items) == 1 for items in relevant_sets], dtype=bool)
+    single_rows = np.flatnonzero(single)
+    for start in range(0, len(single_rows), chunk_size):
+        rows = single_rows[start:start + chunk_size]
+        targets = np.array([relevant_sets[row][0] for row in rows], dtype=np.int64)
+        ranks[rows], average_precision[rows] = _single_relevant_chunk(scores[rows], targets, tie_policy)
+    for row in np.flatnonzero(~single):
+        ranks[row], average_precision[row] = _multi_relevant_query(scores[row], relevant_sets[row], tie_policy)
+    return ranks, average_precision
+
+
+def summarise(ranks, k_values, average_precision):
+    """R@K (percent of queries with 1-based rank <= K), MdR / MnR (1-based) and mAP (percent)."""
+    one_based = ranks + 1.0
+    metrics = {f"R@{k}": float(100.0 * np.mean(one_based <= k)) for k in k_values}
+    metrics["MdR"] = float(np.median(one_based))
+    metrics["MnR"] = float(np.mean(one_based))
+    metrics["mAP"] = float(100.0 * np.mean(average_precision))
+    return metrics
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class RetrievalRecall(evaluate.Metric):
     """R@K / MdR / MnR / mAP of query x gallery score rows (see the metric card, README.md)."""
@@ -70,20 +204,8 @@ class RetrievalRecall(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, k_values=None, tie_policy="pessimistic", chunk_size=1024):
-        rows = [np.asarray(row, dtype=np.float32) for row in predictions]
-        if not rows:
-            raise ValueError("predictions is empty: give one row of gallery scores per query")
-        gallery_size = len(rows[0])
-        for query, row in enumerate(rows):
-            if row.ndim != 1 or len(row) != gallery_size:
-                raise ValueError(
-                    f"predictions[{query}] has {len(row)} scores but predictions[0] has {gallery_size}: "
-                    "every row must score the same gallery"
-                )
-        similarity = np.stack(rows)
-        relevant = [np.asarray(items, dtype=np.int64) for items in references]
-        ranks, average_precision = compute_ranks(
-            similarity, relevant, tie_policy=tie_policy, chunk_size=chunk_size, return_average_precision=True
-        )
-        return retrieval_metrics(ranks, k_values=(1, 5, 10) if k_values is None else k_values,
-                                 average_precision=average_precision)
+        k_values = _check_options((1, 5, 10) if k_values is None else k_values, tie_policy, chunk_size)
+        scores = _check_scores(predictions)
+        relevant_sets = _check_references(references, scores.shape[0], scores.shape[1])
+        ranks, average_precision = compute_ranks(scores, relevant_sets, tie_policy, int(chunk_size))
+        return summarise(ranks, k_values, average_precision)

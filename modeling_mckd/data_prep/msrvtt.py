@@ -70,6 +70,54 @@ def _as_paths(annotations: str | os.PathLike | Sequence[str | os.PathLike] | Non
     return [Path(path) for path in annotations]
 
 
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKeyError(key)
+        obj[key] = value
+    return obj
+
+
+def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Parse a UTF-8 JSON annotation file (a BOM is dropped), strictly.
+
+    Every failure is an :class:`AnnotationError` naming the file and line: bytes that are not
+    UTF-8, invalid JSON, nesting too deep to parse, and a key repeated inside one object (plain
+    ``json`` keeps the last value and silently drops the others, e.g. a clip's first caption list).
+    Shared by the MSVD, MSR-VTT and VATEX readers.
+    """
+    path = require_file(path, what)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise AnnotationError(
+            path, f"line {line} (byte {error.start})", f"UTF-8 text expected, found the byte 0x{raw[error.start]:02x} ({what})"
+        ) from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except json.JSONDecodeError as error:
+        raise AnnotationError(path, f"line {error.lineno}", f"valid JSON expected ({error.msg})") from None
+    except RecursionError:
+        raise AnnotationError(path, None, f"JSON nested too deeply to parse; a {what} expected") from None
+    except _DuplicateKeyError as error:
+        # Name the line of the second occurrence of the key when it can be found textually.
+        spelled = re.compile(re.escape(json.dumps(error.key)) + r"\s*:")
+        found = list(spelled.finditer(text))
+        where = f"line {text.count(chr(10), 0, found[1].start()) + 1}" if len(found) > 1 else None
+        raise AnnotationError(
+            path, where, f"key {error.key!r} appears twice in one JSON object; unique keys expected (JSON would keep only the last)"
+        ) from None
+
+
 def load_msrvtt_json(annotations: str | os.PathLike | Sequence[str | os.PathLike]) -> MSRVTTAnnotations:
     """Read and merge MSR-VTT annotation JSON files (``videos`` + ``sentences`` layout).
 
@@ -81,14 +129,7 @@ def load_msrvtt_json(annotations: str | os.PathLike | Sequence[str | os.PathLike
         raise ValueError("no MSR-VTT annotation file given")
     result = MSRVTTAnnotations(files=[str(path) for path in paths], split_of={}, origin={}, captions={})
     for path in paths:
-        require_file(path, "MSR-VTT annotation JSON")
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise AnnotationError(path, f"line {error.lineno}", f"valid JSON expected ({error.msg})") from None
-        except UnicodeDecodeError:
-            raise AnnotationError(path, None, "UTF-8 JSON expected") from None
+        data = read_json_file(path, "MSR-VTT annotation JSON")
         if not isinstance(data, dict):
             raise AnnotationError(path, "top level", f"a JSON object with keys 'videos' and 'sentences' expected, got {type(data).__name__}")
         for key in ("videos", "sentences"):
@@ -181,8 +222,24 @@ def read_video_list(path: str | os.PathLike, *, what: str = "video list") -> lis
     id_column = header.index("video_id")
     sentence_column = header.index("sentence") if "sentence" in header else None
     reader = csv.reader(lines[first + 1 :], delimiter=delimiter)
-    for row in reader:
-        number = first + 1 + reader.line_num
+    previous_line_num = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise AnnotationError(path, f"line {first + 2 + previous_line_num}", f"a CSV row expected ({error})") from None
+        number = first + 2 + previous_line_num  # the line this row starts on
+        if reader.line_num - previous_line_num > 1 or any("\n" in field or "\r" in field for field in row):
+            # A quote that is never closed swallows the following lines into one field: refuse,
+            # since those rows (videos) would silently disappear.
+            raise AnnotationError(
+                path,
+                f"line {number}",
+                f"a quoted field runs over lines {number}-{first + 1 + reader.line_num} (unbalanced quote?); one row per line expected",
+            )
+        previous_line_num = reader.line_num
         if not row or all(not field.strip() for field in row):
             continue
         if len(row) != len(header):
@@ -210,10 +267,20 @@ def _rows_from_list(
     """Rows of one split: sentences of the list when it has them, else the JSON captions."""
     order: list[str] = []
     captions: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
     for entry in entries:
         if entry.video_id not in captions:
             order.append(entry.video_id)
             captions[entry.video_id] = []
+            first_line[entry.video_id] = entry.line
+        elif entry.sentence is not None:
+            # A test list (JSFUSION 1k-A) has one sentence per video: a repeated video_id changes
+            # the benchmark (fewer test videos, two queries for one), so it is an error there; a
+            # training list may legitimately give several sentences of a video, so only warn.
+            message = f"video {entry.video_id!r} listed again (first at line {first_line[entry.video_id]})"
+            if split == "test":
+                raise AnnotationError(list_path, f"line {entry.line}", f"{message}; each test video once expected")
+            logger.warning("%s, line %d: %s; its sentences are merged", list_path, entry.line, message)
         if entry.sentence is not None:
             captions[entry.video_id].append(entry.sentence)
         else:
@@ -312,6 +379,11 @@ def build_msrvtt_rows(
         for split, list_path in zip(("train", "test"), miech_lists):
             entries = read_video_list(list_path, what=f"Miech {split} list")
             rows[split] = _rows_from_list(entries, Path(list_path), split, loaded)
+        overlap = {row["video_id"] for row in rows["train"]} & {row["video_id"] for row in rows["test"]}
+        if overlap:
+            raise AnnotationError(
+                miech_lists[1], None, f"{len(overlap)} test video(s) are also in the train list {miech_lists[0]}, e.g. {sorted(overlap)[:3]}; disjoint lists expected"
+            )
         description = f"MSR-VTT, miech protocol: train {miech_lists[0]}, test {miech_lists[1]}; {sources}."
     return rows, description
 

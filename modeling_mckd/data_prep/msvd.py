@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import os
 import pickle
@@ -47,6 +46,7 @@ from modeling_mckd.data_prep.common import (
     setup_logging,
 )
 from modeling_mckd.data_prep.features import attach_side_files, read_textdata_captions
+from modeling_mckd.data_prep.msrvtt import read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,43 @@ class UnsafePickleError(AnnotationError):
     """A caption pickle asked for a Python object other than dict / list / str."""
 
 
-class _CaptionUnpickler(pickle.Unpickler):
+#: Bound on the caption text a pickle may expand to (MSVD's captions hold ~2.8 M characters).
+MAX_PICKLE_CAPTION_CHARACTERS = 200_000_000
+_CONTAINERS = (list, dict, tuple, set, frozenset, bytearray)
+
+
+def _refuse_shared_container(opcode_loader):
+    """Wrap a memo-get / DUP opcode: a container may be built once but never referenced again.
+
+    A pickle "bomb" is a small file whose lists refer to one list again and again (by the memo or
+    DUP), so that walking it builds gigabytes. ``pickle.dump`` of real caption data never shares a
+    list or dict, so any shared container is refused as soon as the opcode fetches it (strings may
+    be shared: tokens are; their total length is bounded when the captions are joined).
+    """
+
+    def load(self):
+        opcode_loader(self)
+        if isinstance(self.stack[-1], _CONTAINERS) and self.stack[-1] != ():
+            raise UnsafePickleError(
+                self._path, None,
+                "a list or dict referenced twice (memo reuse); caption pickles never share containers, and sharing "
+                "is how a pickle bomb expands a small file into gigabytes",
+            )
+
+    return load
+
+
+class _CaptionUnpickler(pickle._Unpickler):
     """Builds only what pickle opcodes build without a global: dicts, lists, strings (and
     tuples / numbers, rejected afterwards by the shape check). Every global lookup (classes,
-    functions such as ``os.system``) and every persistent id is refused before anything runs."""
+    functions such as ``os.system``) and every persistent id is refused before anything runs,
+    and a container is never referenced twice (see :func:`_refuse_shared_container`). The pure
+    Python unpickler is used because only its opcode table can be hooked (MSVD-sized: ~6 s once, on a busy 2-core machine)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    for _opcode in (pickle.GET, pickle.BINGET, pickle.LONG_BINGET, pickle.DUP):
+        dispatch[_opcode[0]] = _refuse_shared_container(pickle._Unpickler.dispatch[_opcode[0]])
+    del _opcode
 
     def __init__(self, file, path: Path):
         super().__init__(file)
@@ -96,6 +129,7 @@ def read_captions_pickle(path: str | os.PathLike) -> dict[str, list[str]]:
     if not isinstance(data, dict):
         raise AnnotationError(path, "top level", f"a dict clip id -> list of token lists expected, got {type(data).__name__}")
     captions: dict[str, list[str]] = {}
+    characters = 0
     for clip_id, entries in data.items():
         if not isinstance(clip_id, str):
             raise AnnotationError(path, f"key {clip_id!r}", "a string clip id expected")
@@ -104,8 +138,19 @@ def read_captions_pickle(path: str | os.PathLike) -> dict[str, list[str]]:
         sentences = []
         for position, entry in enumerate(entries):
             if isinstance(entry, str):
-                sentence = entry
+                characters += len(entry)
             elif isinstance(entry, list) and all(isinstance(token, str) for token in entry):
+                characters += sum(len(token) + 1 for token in entry)  # counted before joining: nothing big is built
+            else:
+                raise AnnotationError(path, f"key {clip_id!r}[{position}]", f"a list of token strings expected, got {entry!r}"[:200])
+            if characters > MAX_PICKLE_CAPTION_CHARACTERS:
+                raise AnnotationError(
+                    path, f"key {clip_id!r}[{position}]",
+                    f"the captions exceed {MAX_PICKLE_CAPTION_CHARACTERS:,} characters; a caption pickle of a benchmark's size expected",
+                )
+            if isinstance(entry, str):
+                sentence = entry
+            elif isinstance(entry, list):
                 sentence = " ".join(entry)
             else:
                 raise AnnotationError(path, f"key {clip_id!r}[{position}]", f"a list of token strings expected, got {entry!r}"[:200])
@@ -118,11 +163,7 @@ def read_captions_pickle(path: str | os.PathLike) -> dict[str, list[str]]:
 
 def read_captions_json(path: str | os.PathLike) -> dict[str, list[str]]:
     """``captions_msvd.json``: a JSON object clip id -> non-empty list of caption strings."""
-    path = require_file(path, "caption JSON")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise AnnotationError(path, f"line {error.lineno}", f"valid JSON expected ({error.msg})") from None
+    data = read_json_file(path, "caption JSON")
     if not isinstance(data, dict):
         raise AnnotationError(path, "top level", f"a JSON object clip id -> list of captions expected, got {type(data).__name__}")
     for clip_id, captions in data.items():
@@ -228,6 +269,16 @@ def read_split_lists(splits_dir: str | os.PathLike) -> dict[str, list[tuple[str,
         if not entries:
             raise AnnotationError(path, None, "no clip id; one clip id per line expected")
         splits[split] = entries
+    # A clip in two splits leaks test (or validation) clips into training: an error, not a warning.
+    listed_in: dict[str, tuple[Path, int]] = {}
+    for split, entries in splits.items():
+        path = Path(splits_dir) / SPLIT_LIST_FILES[split]
+        for clip_id, number in entries:
+            first = listed_in.setdefault(clip_id, (path, number))
+            if first[0] != path:
+                raise AnnotationError(
+                    path, f"line {number}", f"clip {clip_id!r} is also in {first[0]} (line {first[1]}); disjoint splits expected"
+                )
     return splits
 
 
@@ -264,6 +315,7 @@ def build_msvd_rows(
     per_split = textdata_split_files(caption_paths)
     rows: dict[str, list[dict[str, Any]]] = {}
     if per_split is not None:
+        split_of_clip: dict[str, str] = {}
         for split in ("train", "validation", "test"):
             if split not in per_split:
                 continue
@@ -276,6 +328,13 @@ def build_msvd_rows(
                     f"the {split} clips differ from {per_split[split]} ({len(listed - set(captions_of))} listed without captions, "
                     f"{len(set(captions_of) - listed)} captioned but not listed); the same clips expected",
                 )
+            for clip in captions_of:
+                if clip in split_of_clip:
+                    raise AnnotationError(
+                        per_split[split], None,
+                        f"clip {clip!r} also has captions in the {split_of_clip[clip]} file {per_split[split_of_clip[clip]]}; disjoint splits expected",
+                    )
+                split_of_clip[clip] = split
             rows[split] = [make_row(clip, clip_captions, split) for clip, clip_captions in captions_of.items()]
         source = "TextData caption files " + ", ".join(f"{split}: {path}" for split, path in per_split.items())
     else:

@@ -76,6 +76,7 @@ def build_tgif_rows(tsv: str | os.PathLike, splits_dir: str | os.PathLike) -> tu
     """Per-split rows (no file columns yet) and a description."""
     captions = read_tgif_tsv(tsv)
     rows: dict[str, list[dict[str, Any]]] = {}
+    listed_in: dict[str, tuple[Path, int]] = {}
     for split, name in SPLIT_FILES.items():
         path = Path(splits_dir) / name
         seen: set[str] = set()
@@ -89,6 +90,10 @@ def build_tgif_rows(tsv: str | os.PathLike, splits_dir: str | os.PathLike) -> tu
                 raise AnnotationError(path, f"line {number}", str(error)) from None
             if video_id in seen:
                 raise AnnotationError(path, f"line {number}", f"{video_id!r} listed twice")
+            if video_id in listed_in:  # a GIF in two splits leaks test GIFs into training
+                first_path, first_number = listed_in[video_id]
+                raise AnnotationError(path, f"line {number}", f"{video_id!r} is also in {first_path} (line {first_number}); disjoint splits expected")
+            listed_in[video_id] = (path, number)
             if video_id not in captions:
                 raise AnnotationError(path, f"line {number}", f"{line.strip()!r} has no sentence in {tsv}")
             seen.add(video_id)

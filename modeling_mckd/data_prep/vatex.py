@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from modeling_mckd.data_prep.common import (
     setup_logging,
 )
 from modeling_mckd.data_prep.features import attach_side_files
+from modeling_mckd.data_prep.msrvtt import read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,7 @@ def read_vatex_json(path: str | os.PathLike, language: str = "en") -> dict[str, 
     if language not in CAPTION_KEYS:
         raise ValueError(f"unknown language {language!r}: expected one of {', '.join(CAPTION_KEYS)}")
     key = CAPTION_KEYS[language]
-    path = require_file(path, "VATEX JSON")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise AnnotationError(path, f"line {error.lineno}", f"valid JSON expected ({error.msg})") from None
+    data = read_json_file(path, "VATEX JSON")
     if not isinstance(data, list):
         raise AnnotationError(path, "top level", f"a JSON list of {{'videoID', '{key}'}} objects expected, got {type(data).__name__}")
     clips: dict[str, list[str]] = {}
@@ -135,11 +131,17 @@ def build_vatex_rows(
     every = {**training, **validation}
     rows: dict[str, list[dict[str, Any]]] = {}
 
+    listed_in: dict[str, tuple[str, str]] = {}  # video id -> (list, where) of its first split list
+
     def from_list(list_path, split):
         result, seen = [], set()
         for video_id, where in read_id_list(list_path):
             if video_id in seen:
                 raise AnnotationError(list_path, where, f"{video_id!r} listed twice")
+            if video_id in listed_in:
+                first_list, first_where = listed_in[video_id]
+                raise AnnotationError(list_path, where, f"{video_id!r} is also in {first_list} ({first_where}); disjoint splits expected")
+            listed_in[video_id] = (str(list_path), where)
             if video_id not in every:
                 raise AnnotationError(list_path, where, f"{video_id!r} is in neither VATEX JSON given")
             seen.add(video_id)
@@ -150,6 +152,7 @@ def build_vatex_rows(
         rows["train"] = from_list(train_list, "train")
     elif training:
         rows["train"] = [make_row(video_id, captions, "train") for video_id, captions in training.items()]
+        listed_in.update({video_id: (str(training_json), "the training JSON") for video_id in training})
     if val_list is not None:
         rows["validation"] = from_list(val_list, "validation")
         rows["test"] = from_list(test_list, "test")
