@@ -14,7 +14,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from modeling_mckd.losses import ContrastiveLoss, multimodal_contrastive_loss
+from modeling_mckd.losses import (
+    ContrastiveLoss,
+    DiscriminationLoss,
+    DistillationLoss,
+    RankingLoss,
+    multimodal_contrastive_loss,
+)
 
 
 WORLD_SIZE = 2
@@ -71,6 +77,27 @@ def loss_and_grads(case, rows, ids):
     return loss.detach(), grads
 
 
+STUDENT_IDS = [0, 1, 2, 1, 1, 3, 4, 3]
+
+
+def student_loss_and_grads(rows):
+    """The student objective's losses (ranking, kl distillation from a fixed teacher, discrimination) on the rows
+    ``rows`` of the global batch. They are in-batch: nothing is gathered across ranks."""
+    model = build_model()
+    inputs = global_inputs()
+    text = F.normalize(model["text"](inputs["text"][rows]), dim=-1)
+    video = F.normalize(model["video"](inputs["video"][rows]), dim=-1)
+    generator = torch.Generator().manual_seed(2)
+    teacher = {name: F.normalize(torch.randn(GLOBAL_BATCH, OUT_DIM, generator=generator, dtype=torch.float64), dim=-1)
+               for name in ("text", "video")}
+    ids = torch.tensor(STUDENT_IDS)[rows]
+    loss = (RankingLoss(margin=0.2, max_violation=True)(text, video, ids=ids)
+            + DistillationLoss(mode="kl", temperature=0.05)(text, video, teacher["text"][rows], teacher["video"][rows])
+            + DiscriminationLoss(temperature=0.05)(text, video, ids=ids))
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
 def worker(rank, init_file, result_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
@@ -85,6 +112,11 @@ def worker(rank, init_file, result_file):
                 grad /= WORLD_SIZE
             dist.all_reduce(loss)
             output[case] = (loss / WORLD_SIZE, grads)
+        grads = student_loss_and_grads(slice(0, 4) if rank == 0 else slice(4, GLOBAL_BATCH))
+        for grad in grads.values():
+            dist.all_reduce(grad)
+            grad /= WORLD_SIZE
+        output["student"] = grads
         # Ranks that disagree on passing ids fail together with a clear error instead of hanging.
         features = F.normalize(torch.randn(3, OUT_DIM, dtype=torch.float64), dim=-1)
         try:
@@ -134,3 +166,16 @@ def test_reference_depends_on_ids():
     _, with_ids = loss_and_grads("multi_positive_across_ranks", slice(0, GLOBAL_BATCH), torch.tensor(CASES["multi_positive_across_ranks"][1]))
     _, without = loss_and_grads("local_loss", slice(0, GLOBAL_BATCH), None)
     assert max((with_ids[k] - without[k]).abs().max().item() for k in with_ids) > 1e-3
+
+
+def test_student_losses_average_the_ranks_half_batch_gradients(distributed_results):
+    """The reference a 2-process distillation run is held to (tests/test_training.py): the student's losses are
+    per rank, so DDP's average is the mean of the two half-batches' gradients (one process accumulating them),
+    not the gradient on the global batch (the hardest negative and the softmaxes see only the rank's rows)."""
+    halves = [student_loss_and_grads(slice(0, 4)), student_loss_and_grads(slice(4, GLOBAL_BATCH))]
+    whole = student_loss_and_grads(slice(0, GLOBAL_BATCH))
+    got = distributed_results["student"]
+    assert set(got) == set(halves[0]) == {"text.weight", "text.bias", "video.weight", "video.bias"}
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, (halves[0][name] + halves[1][name]) / 2, rtol=0, atol=1e-12, msg=name)
+    assert max((got[name] - whole[name]).abs().max().item() for name in got) > 1e-3

@@ -400,6 +400,39 @@ def test_a_launch_the_accelerator_does_not_see_is_refused(monkeypatch):
     check_launch(SingleProcess())
 
 
+def test_checkpoint_is_renamed_only_after_every_rank_has_written(tmp_path):
+    """Every rank writes into the temporary checkpoint (its random_states_<rank>.pkl) and save_state does not wait
+    for the others: the main process may rename the folder only after a barrier that follows its own save_state,
+    or another rank's write lands in a folder that is gone ("No such file or directory")."""
+    import types
+
+    from modeling_mckd.training import RetrievalTrainer, TrainState
+
+    root = tmp_path / "run" / "checkpoints"
+    events = []
+
+    class MainProcessOfTwo:
+        is_main_process = True
+
+        def save_state(self, path):
+            Path(path).mkdir(parents=True)
+            (Path(path) / "random_states_0.pkl").write_bytes(b"")
+            events.append("save_state")
+
+        def wait_for_everyone(self):
+            # what the other rank would find if it were still writing now
+            events.append(("barrier", sorted(p.name for p in root.iterdir()) if root.is_dir() else []))
+
+    trainer = object.__new__(RetrievalTrainer)
+    trainer.accelerator, trainer.output_dir = MainProcessOfTwo(), tmp_path / "run"
+    trainer.run_args = types.SimpleNamespace(save_total_limit=2)
+    final = trainer.save_checkpoint(TrainState(global_step=4))
+    after_save = events[events.index("save_state") + 1]
+    assert after_save == ("barrier", [".tmp-checkpoint-4"]), events
+    assert final == root / "checkpoint-4" and sorted(p.name for p in root.iterdir()) == ["checkpoint-4"]
+    assert json.loads((final / "trainer_state.json").read_text())["global_step"] == 4
+
+
 DISTILLATION_STUDENTS = {
     # the default student config at tiny sizes (frames + text + fused audio, kd_parts, init_from_teacher text,audio)
     "default": ["--config", str(REPO / "configs/synthetic_student.yaml"),
