@@ -46,6 +46,7 @@ from modeling_mckd.arguments import (  # noqa: E402
     DistillArguments,
     ModelArguments,
     RunArguments,
+    TeacherArguments,
     parse_arguments,
 )
 
@@ -87,7 +88,7 @@ def finished(model_dir: Path) -> bool:
 def teacher_run(argv: list[str]) -> dict:
     from modeling_mckd.runner import run_teacher
 
-    return run_teacher(*parse_arguments((ModelArguments, DataArguments, RunArguments), argv))
+    return run_teacher(*parse_arguments((ModelArguments, DataArguments, RunArguments, TeacherArguments), argv))
 
 
 def student_run(argv: list[str]) -> dict:
