@@ -365,9 +365,15 @@ def read_video(
 
     N is `num_frames`, or the clip length when the clip is shorter.
     """
-    total = count_frames(path, backend=backend)
+    index = None
+    if backend == "pyav":
+        try:
+            index = frame_index(path)  # one demux pass: the count and the seek table
+        except VideoDecodeError:
+            index = None  # a damaged file: the header's count, and the decode says what is wrong
+    total = len(index) if index is not None else count_frames(path, backend=backend)
     indices = sample_frame_indices(total, num_frames, training=training, rng=rng)
-    return read_frames(path, indices, backend=backend)
+    return read_frames(path, indices, backend=backend, index=index)
 
 
 def read_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int] | None:
