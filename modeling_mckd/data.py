@@ -49,7 +49,7 @@ class ClipStore:
     in memory (uint8), per clip and frame index, so a frame drawn again is not decoded again: evaluation's
     uniform frames after the first pass, and in training the frames drawn so far, never a clip decoded whole.
     With a ``frame_cache`` (`modeling_mckd.frame_cache.FrameCache`, or its folder; default: the folder in
-    the ``MCKD_FRAME_CACHE`` environment variable) clips it holds are read from it instead of the source:
+    the ``MCKD_FRAME_CACHE`` environment variable; False for none) clips it holds are read from it instead of the source:
     frames already resized, at its rate.
     """
 
@@ -76,7 +76,7 @@ class ClipStore:
             from .frame_cache import FrameCache
 
             frame_cache = FrameCache.open(frame_cache)
-        self.frame_cache = frame_cache
+        self.frame_cache = frame_cache or None  # False: none, whatever the environment says
 
     def __len__(self) -> int:
         return len(self.video_ids)
