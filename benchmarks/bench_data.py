@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 import yaml
 from datasets import Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
 
 from modeling_mckd import MCKDProcessor, MCKDVideoProcessor, build_word_tokenizer
 from modeling_mckd.data import ClipStore, InputSpec, RetrievalTrainSet, TrainCollator

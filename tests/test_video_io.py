@@ -113,3 +113,41 @@ def test_requesting_a_frame_past_the_end_names_the_file(gop_videos):
 def test_frame_index_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(VideoDecodeError, match="missing.mp4"):
         frame_index(tmp_path / "missing.mp4")
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_training_and_evaluation_items_equal_sampling_a_full_decode(gop_videos, cache):
+    """The store's sampled decoding gives the items the old path (decode all, then sample with the same
+    generators) gave: same frames, same random crops, for two models of different frame counts."""
+    from datasets import Dataset
+
+    from modeling_mckd import MCKDVideoProcessor
+    from modeling_mckd.data import ClipStore, InputSpec, RetrievalTrainSet, RetrievalVideoSet, process_clip
+
+    paths = [str(gop_videos["closed"]), str(gop_videos["open"])]
+    videos = Dataset.from_dict({"video_id": ["a", "b"], "video": paths, "captions": [["x", "y"], ["z"]]})
+
+    def processor(num_frames, size, crop):
+        return type("P", (), {"video_processor": MCKDVideoProcessor(num_frames=num_frames, size=size, crop_size=crop,
+                                                                      training_crop="random")})()
+
+    inputs = {"student": InputSpec(processor(8, 32, 24), 8), "teacher": InputSpec(processor(5, 40, 40), 8)}
+    train = RetrievalTrainSet(videos, ClipStore(videos, "pixels", cache=cache, frame_cache=False), inputs, seed=7)
+    for epoch in (0, 1):
+        train.use_epoch(epoch)
+        for index in range(2):
+            item = train[index]
+            rng = np.random.default_rng([7, epoch, index])
+            rng.choice(len(videos["captions"][index]), size=1, replace=False)
+            frame_seed = rng.integers(2**32)
+            everything = read_frames(paths[index])
+            for name, spec in inputs.items():
+                expected = process_clip(spec.processor, everything, None, training=True,
+                                        rng=np.random.default_rng(frame_seed))
+                torch_equal = (item["inputs"][name]["clip"] == expected["clip"]).all()
+                assert bool(torch_equal), (name, epoch, index)
+    evaluation = RetrievalVideoSet(ClipStore(videos, "pixels", cache=cache, frame_cache=False), inputs["student"].processor)
+    for position in range(2):
+        everything = read_frames(paths[position])
+        np.testing.assert_array_equal(evaluation[position]["inputs"]["model"]["frames"],
+                                      everything[sample_frame_indices(len(everything), 8)])
