@@ -108,6 +108,11 @@ def step_time(config_path: Path, batch_size: int, steps: int = 3) -> tuple[float
     from modeling_mckd.runner import build_model_and_processor
 
     settings = yaml.safe_load(config_path.read_text())
+    # the generated clips have no audio track: the teacher is timed on frames and text (no audio tower)
+    overrides = dict(settings.get("model_overrides", {}))
+    overrides.pop("extra_modalities", None)
+    overrides.pop("fuse_modalities", None)
+    settings["model_overrides"] = overrides
     model_args = ModelArguments(model_preset=settings["model_preset"],
                                 model_overrides=json.dumps(settings.get("model_overrides", {})),
                                 image_size=settings.get("image_size", 64))
