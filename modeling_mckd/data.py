@@ -10,6 +10,7 @@ processes, draws exactly what an uninterrupted single-process run draws.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,28 +21,39 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 from .processing_mckd import pad_and_stack_sequences
-from .video_io import VideoDecodeError, read_frames
+from .video_io import FrameIndex, VideoDecodeError, frame_index, read_frames
 
 
 logger = logging.getLogger(__name__)
 
-# Caching whole decoded clips is what makes small benchmarks train at CPU speed; past this size
-# the cache would compete with the model for memory, so "auto" decodes on the fly instead.
+# Past this estimate the frame cache would compete with the model for memory, so "auto" decodes on the
+# fly instead (sampled decoding makes that cheap).
 AUTO_CACHE_LIMIT_BYTES = 2 * 1024**3
 
-# Decoded clips shared by every store of the process, keyed by file: a script that trains several
-# models on one benchmark (benchmarks/reproduce.py) decodes each clip once, not once per model.
-_DECODED_CLIPS: dict[str, np.ndarray] = {}
+# Shared by every store of the process, keyed by file: a script that trains several models on one benchmark
+# (benchmarks/reproduce.py) counts and decodes each clip once, not once per model. Frame counts are always
+# kept (a few bytes each); decoded frames only with `cache`, and only the frames that were sampled.
+_FRAME_COUNTS: dict[str, tuple[int, FrameIndex | None]] = {}
+_DECODED_FRAMES: dict[str, dict[int, np.ndarray]] = {}
+_FEATURES: dict[str, np.ndarray] = {}
+
+FRAME_CACHE_ENV = "MCKD_FRAME_CACHE"
 
 
 class ClipStore:
-    """Reads each video's raw inputs (decoded frames or pre-extracted features, plus audio).
+    """Reads each video's raw inputs: sampled frames (pixels) or pre-extracted features, plus audio.
 
-    With ``cache=True`` a clip is decoded once and kept in memory (uint8), so later epochs skip
-    the decoder, which dominates training time on small benchmarks.
+    Pixels are never decoded whole: `frame_count` counts a clip's frames once (demuxing, cached), and
+    `frames` decodes only the requested ones (`video_io.read_frames` seeks to the keyframe before each),
+    bit-identical to decoding every frame and indexing them. With ``cache=True`` the decoded frames are kept
+    in memory (uint8), per clip and frame index, so a frame drawn again is not decoded again: evaluation's
+    uniform frames after the first pass, and in training the frames drawn so far, never a clip decoded whole.
+    With a ``frame_cache`` (`modeling_mckd.frame_cache.FrameCache`, or its folder; default: the folder in
+    the ``MCKD_FRAME_CACHE`` environment variable; False for none) clips it holds are read from it instead of the source:
+    frames already resized, at its rate.
     """
 
-    def __init__(self, videos, input_mode: str, cache: bool = False, feature_loader=None):
+    def __init__(self, videos, input_mode: str, cache: bool = False, feature_loader=None, frame_cache=None):
         self.video_paths = list(videos["video"]) if "video" in videos.column_names else [None] * len(videos)
         self.feature_refs = list(videos["features"]) if "features" in videos.column_names else [None] * len(videos)
         self.audio_paths = list(videos["audio"]) if "audio" in videos.column_names else [None] * len(videos)
@@ -58,6 +70,13 @@ class ClipStore:
             )
         if input_mode == "features" and any(ref is None for ref in self.feature_refs):
             raise ValueError("the model reads pre-extracted features but some rows have no `features` reference")
+        if frame_cache is None and input_mode == "pixels":
+            frame_cache = os.environ.get(FRAME_CACHE_ENV) or None
+        if isinstance(frame_cache, (str, os.PathLike)):
+            from .frame_cache import FrameCache
+
+            frame_cache = FrameCache.open(frame_cache)
+        self.frame_cache = frame_cache or None  # False: none, whatever the environment says
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -66,21 +85,61 @@ class ClipStore:
     def has_audio(self) -> bool:
         return any(path is not None for path in self.audio_paths)
 
-    def clip(self, index: int) -> np.ndarray:
-        """All frames (T, H, W, 3) uint8, or all feature rows (T, D) float32, of video ``index``."""
-        key = self.video_paths[index] if self.input_mode == "pixels" else self.feature_refs[index]
-        if key in _DECODED_CLIPS:
-            return _DECODED_CLIPS[key]
-        if self.input_mode == "pixels":
-            clip = read_frames(self.video_paths[index])
-        else:
-            if self._feature_loader is None:
-                from .feature_store import load_feature_ref
+    def _cached_entry(self, index: int):
+        return self.frame_cache.entry(self.video_paths[index]) if self.frame_cache is not None else None
 
-                self._feature_loader = load_feature_ref
-            clip = np.asarray(self._feature_loader(self.feature_refs[index]), dtype=np.float32)
+    def frame_count(self, index: int) -> int:
+        """Number of frames of video ``index`` (rows of its features in features mode)."""
+        if self.input_mode != "pixels":
+            return int(self.clip(index).shape[0])
+        entry = self._cached_entry(index)
+        if entry is not None:
+            return entry.num_frames
+        return self._count(self.video_paths[index])[0]
+
+    @staticmethod
+    def _count(path: str) -> tuple[int, FrameIndex | None]:
+        if path not in _FRAME_COUNTS:
+            index = frame_index(path)
+            # a stream without timestamps: only a sequential decode can count its frames
+            count = len(index) if index is not None else len(read_frames(path))
+            _FRAME_COUNTS[path] = (count, index)
+        return _FRAME_COUNTS[path]
+
+    def frames(self, index: int, indices) -> np.ndarray:
+        """Frames ``indices`` (in that order, repeats allowed) of video ``index`` -> (N, H, W, 3) uint8."""
+        if self.input_mode != "pixels":
+            raise ValueError("frames() reads pixels; this store holds pre-extracted features (use clip())")
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        entry = self._cached_entry(index)
+        if entry is not None:
+            return entry.frames(indices)
+        path = self.video_paths[index]
+        if not self.cache:
+            return read_frames(path, indices, index=self._count(path)[1])
+        kept = _DECODED_FRAMES.setdefault(path, {})
+        missing = np.unique([i for i in indices.tolist() if i not in kept])
+        if missing.size:
+            decoded = read_frames(path, missing, index=self._count(path)[1])
+            kept.update(zip(missing.tolist(), decoded))
+        return np.stack([kept[i] for i in indices.tolist()])
+
+    def clip(self, index: int) -> np.ndarray:
+        """All frames (T, H, W, 3) uint8, or all feature rows (T, D) float32, of video ``index``.
+
+        For pixels this decodes the whole clip (a reference for tests and tools; the loaders use `frames`)."""
+        if self.input_mode == "pixels":
+            return self.frames(index, np.arange(self.frame_count(index)))
+        key = self.feature_refs[index]
+        if key in _FEATURES:
+            return _FEATURES[key]
+        if self._feature_loader is None:
+            from .feature_store import load_feature_ref
+
+            self._feature_loader = load_feature_ref
+        clip = np.asarray(self._feature_loader(key), dtype=np.float32)
         if self.cache:
-            _DECODED_CLIPS[key] = clip
+            _FEATURES[key] = clip
         return clip
 
     def audio(self, index: int) -> np.ndarray | None:
@@ -95,10 +154,14 @@ class ClipStore:
         return self._audio[index]
 
     def estimated_cache_bytes(self) -> int:
-        """Rough size of caching every clip, from the first readable one."""
+        """Rough size of caching every frame of every clip (training can draw any frame), from the first
+        readable clip; one frame is decoded to measure it."""
         for index in range(min(len(self), 4)):
             try:
-                return int(self.clip(index).nbytes) * len(self)
+                if self.input_mode != "pixels":
+                    return int(self.clip(index).nbytes) * len(self)
+                count = self.frame_count(index)
+                return int(self.frames(index, [0]).nbytes) * count * len(self)
             except VideoDecodeError:
                 continue
         return 0
@@ -186,22 +249,45 @@ class RetrievalTrainSet(TorchDataset):
             "captions": [captions[c] for c in chosen],
             "inputs": {},
         }
+        frame_seed = rng.integers(2**32)
         try:
-            clip = self.store.clip(index)
+            sampled = self._sample(index, frame_seed)
         except VideoDecodeError as error:
             logger.warning("skipping training clip: %s", error)
             item["failed"] = True
             return item
         # The audio track is read only if some model is fed it (one with an audio tower).
         audio = self.store.audio(index) if any(spec.with_audio for spec in self.inputs.values()) else None
-        frame_seed = rng.integers(2**32)
         for name, spec in self.inputs.items():
-            # The same frame-sampling seed for every model: teacher and student see the same frames.
-            item["inputs"][name] = process_clip(
-                spec.processor, clip, audio if spec.with_audio else None, training=True,
-                rng=np.random.default_rng(frame_seed),
+            frames, frame_rng = sampled[name]
+            item["inputs"][name] = process_sampled(
+                spec.processor, frames, audio if spec.with_audio else None, training=True, rng=frame_rng
             )
         return item
+
+    def _sample(self, index: int, frame_seed) -> dict[str, tuple[np.ndarray, np.random.Generator]]:
+        """Each model's sampled frames (feature rows) and the generator that drew them, which goes on to
+        draw its crop. The same seed for every model: teacher and student see the same frames. The frames
+        of all models are decoded together, each once."""
+        if self.store.input_mode != "pixels":
+            clip = self.store.clip(index)
+            if clip.ndim != 2 or clip.shape[0] == 0:
+                raise ValueError(f"Video features of {self.store.video_ids[index]!r} must be a (T, D) array with T >= 1, "
+                                 f"got shape {clip.shape}.")
+            out = {}
+            for name, spec in self.inputs.items():
+                frame_rng = np.random.default_rng(frame_seed)
+                out[name] = (clip[spec.processor.video_processor.sample_indices(len(clip), True, frame_rng)], frame_rng)
+            return out
+        total = self.store.frame_count(index)
+        drawn = {}
+        for name, spec in self.inputs.items():
+            frame_rng = np.random.default_rng(frame_seed)
+            drawn[name] = (spec.processor.video_processor.sample_indices(total, True, frame_rng), frame_rng)
+        wanted = np.unique(np.concatenate([indices for indices, _ in drawn.values()]))
+        frames = self.store.frames(index, wanted)
+        return {name: (frames[np.searchsorted(wanted, indices)], frame_rng)
+                for name, (indices, frame_rng) in drawn.items()}
 
 
 class RetrievalVideoSet(TorchDataset):
@@ -219,17 +305,23 @@ class RetrievalVideoSet(TorchDataset):
 
     def __getitem__(self, position: int) -> dict:
         index = self.indices[position]
+        video_processor = self.processor.video_processor
+        frames, failed = None, False
         try:
-            clip = self.store.clip(index)
-            failed = False
+            if video_processor.input_mode == "pixels":
+                # uniform frames, decoded alone
+                frames = self.store.frames(index, video_processor.sample_indices(self.store.frame_count(index)))
+            else:
+                clip = self.store.clip(index)
         except VideoDecodeError as error:
             logger.warning("evaluation clip replaced by a blank one: %s", error)
             clip, failed = None, True
         # The audio is read only for a model that fuses it into its video embedding.
         audio = self.store.audio(index) if self.with_audio else None
-        if self.processor.video_processor.input_mode == "pixels":
+        if video_processor.input_mode == "pixels":
             # VideoCollator preprocesses the batch's frames at once (one resize for the whole batch)
-            inputs = {"frames": sample_frames(self.processor, clip, training=False, rng=None)}
+            inputs = {"frames": frames if frames is not None else sample_frames(self.processor, None, training=False,
+                                                                                rng=None)}
             if audio is not None:
                 inputs["audio"] = torch.from_numpy(audio)
         else:
@@ -248,15 +340,28 @@ def sample_frames(processor, clip: np.ndarray | None, *, training: bool, rng) ->
 
 
 def process_clip(processor, clip: np.ndarray | None, audio: np.ndarray | None, *, training: bool, rng) -> dict:
-    """Sample and preprocess one clip for one model's processor (tensors without a batch axis)."""
+    """Sample and preprocess one whole clip (all its frames or feature rows) for one model's processor
+    (tensors without a batch axis)."""
     video_processor = processor.video_processor
     if video_processor.input_mode == "pixels":
         frames = sample_frames(processor, clip, training=training, rng=rng)
-        tensor = video_processor.preprocess_frames(frames, training=training, rng=rng)
+        return process_sampled(processor, frames, audio, training=training, rng=rng)
+    if clip is None:
+        raise VideoDecodeError("<features>", "pre-extracted features could not be read")
+    out = {"clip": video_processor.sample_features(clip, training=training, rng=rng)}
+    if audio is not None:
+        out["audio"] = torch.from_numpy(audio)
+    return out
+
+
+def process_sampled(processor, sampled: np.ndarray, audio: np.ndarray | None, *, training: bool, rng) -> dict:
+    """Preprocess one clip's already-sampled frames (or feature rows) for one model's processor; ``rng`` is the
+    generator that drew them (it goes on to draw the training crop), as in `process_clip`."""
+    video_processor = processor.video_processor
+    if video_processor.input_mode == "pixels":
+        tensor = video_processor.preprocess_frames(sampled, training=training, rng=rng)
     else:
-        if clip is None:
-            raise VideoDecodeError("<features>", "pre-extracted features could not be read")
-        tensor = video_processor.sample_features(clip, training=training, rng=rng)
+        tensor = torch.from_numpy(np.ascontiguousarray(sampled, dtype=np.float32))
     out = {"clip": tensor}
     if audio is not None:
         out["audio"] = torch.from_numpy(audio)
@@ -338,5 +443,6 @@ __all__ = [
     "choose_cache",
     "model_inputs",
     "process_clip",
+    "process_sampled",
     "sample_frames",
 ]

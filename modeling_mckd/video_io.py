@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -127,7 +128,54 @@ def _count_frames_pyav(path: str) -> int:
         container.close()
 
 
-def _read_frames_pyav(path: str, indices: np.ndarray | None) -> np.ndarray:
+@dataclass(frozen=True)
+class FrameIndex:
+    """Where each frame of a video is, found by demuxing (no decoding).
+
+    ``pts[i]`` is the presentation timestamp of frame ``i`` of a full decode (frames come out of the
+    decoder in presentation order), ``keyframe_pts`` the sorted timestamps of the keyframes, where a
+    seek can start decoding. ``len(index)`` is the frame count.
+    """
+
+    pts: np.ndarray
+    keyframe_pts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.pts.shape[0])
+
+
+def _index_frames_pyav(path: str) -> FrameIndex | None:
+    """The video's `FrameIndex`, or None when its packets lack timestamps (then only a sequential decode
+    can number the frames)."""
+    import av
+
+    container = _open_pyav(path)
+    pts, keyframes = [], []
+    try:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            # the end-of-stream flush packet, and pre-roll packets the decoder drops (edit lists)
+            if packet.size <= 0 or packet.is_discard:
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                keyframes.append(packet.pts)
+    except av.FFmpegError as error:
+        raise VideoDecodeError(path, f"demuxing failed ({error})") from error
+    finally:
+        container.close()
+    if not pts:
+        raise VideoDecodeError(path, "no video frames")
+    pts_array = np.sort(np.asarray(pts, dtype=np.int64))
+    if not keyframes or np.unique(pts_array).size != pts_array.size:
+        return None
+    return FrameIndex(pts=pts_array, keyframe_pts=np.sort(np.asarray(keyframes, dtype=np.int64)))
+
+
+def _read_frames_pyav_sequential(path: str, indices: np.ndarray | None) -> np.ndarray:
+    """Decode from the start, converting only the wanted frames; stops after the last wanted one."""
     import av
 
     wanted = None if indices is None else set(int(i) for i in indices)
@@ -158,6 +206,63 @@ def _read_frames_pyav(path: str, indices: np.ndarray | None) -> np.ndarray:
             path, f"frame {missing[0]} was requested but the stream ends after {decoded} frames (truncated file?)"
         )
     return np.stack([frames[int(i)] for i in indices])
+
+
+def _read_frames_pyav_seeking(path: str, indices: np.ndarray, index: FrameIndex) -> np.ndarray | None:
+    """Decode only around the wanted frames: for each wanted frame past the next keyframe, seek to the last
+    keyframe at or before it and decode forward. Frames are matched by timestamp, so the result is the
+    frames a full decode gives at those positions. None when a wanted frame did not come out (the caller
+    then decodes sequentially, which also names the problem)."""
+    import av
+
+    wanted_pts = {int(index.pts[i]): int(i) for i in np.unique(indices)}
+    targets = sorted(wanted_pts)
+    frames: dict[int, np.ndarray] = {}
+    container = _open_pyav(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        position = None  # pts of the last frame decoded since the last seek
+        decoder = None
+        for target in targets:
+            if target in frames:
+                continue
+            # the last keyframe at or before the target: decoding from it reaches the target exactly
+            keyframe = int(index.keyframe_pts[max(np.searchsorted(index.keyframe_pts, target, side="right") - 1, 0)])
+            if decoder is None or position is None or keyframe > position:
+                container.seek(keyframe, stream=stream, backward=True, any_frame=False)
+                decoder = container.decode(stream)
+                position = None
+            for frame in decoder:
+                if frame.pts is None:
+                    return None
+                position = frame.pts
+                if frame.pts in wanted_pts and frame.pts not in frames:
+                    frames[frame.pts] = frame.to_ndarray(format="rgb24")
+                if frame.pts >= target:
+                    break
+            if target not in frames:
+                return None
+    except av.FFmpegError:
+        return None
+    finally:
+        container.close()
+    return np.stack([frames[int(index.pts[i])] for i in indices])
+
+
+def _read_frames_pyav(path: str, indices: np.ndarray | None, index: FrameIndex | None = None) -> np.ndarray:
+    if indices is None:
+        return _read_frames_pyav_sequential(path, None)
+    if index is None:
+        try:
+            index = _index_frames_pyav(path)
+        except VideoDecodeError:
+            index = None  # a damaged file: the sequential decode says what is wrong
+    if index is not None and int(indices.max()) < len(index):
+        frames = _read_frames_pyav_seeking(path, indices, index)
+        if frames is not None:
+            return frames
+    return _read_frames_pyav_sequential(path, indices)
 
 
 # ------------------------------------------------------------------------------ optional backends
@@ -217,11 +322,22 @@ def count_frames(path: str | os.PathLike, backend: str = "pyav") -> int:
     return count
 
 
-def read_frames(path: str | os.PathLike, indices=None, backend: str = "pyav") -> np.ndarray:
+def frame_index(path: str | os.PathLike) -> FrameIndex | None:
+    """The `FrameIndex` of `path` (PyAV, demuxing only: milliseconds for a 30 s clip), or None for a stream
+    whose packets carry no usable timestamps. `len(index)` counts the frames a full decode gives (the header's
+    count, which `count_frames` returns, can differ)."""
+    return _index_frames_pyav(_check_exists(path))
+
+
+def read_frames(path: str | os.PathLike, indices=None, backend: str = "pyav",
+                index: FrameIndex | None = None) -> np.ndarray:
     """Decode frames `indices` (all when None) of `path` -> uint8 array (N, H, W, 3), in `indices` order.
 
-    PyAV decodes sequentially and stops after the last wanted frame, converting only the wanted
-    ones to RGB.
+    With PyAV, only the wanted frames are decoded to RGB, and only the stretches of the stream they need:
+    for each wanted frame the decoder seeks to the last keyframe at or before it (unless it is already
+    decoding towards it) and stops at it. Frames are identified by timestamp (from `index`, the clip's
+    `frame_index`, computed here when not given), so the result is bit-identical to decoding every frame
+    and indexing them. A stream without timestamps is decoded sequentially from the start.
     """
     _check_backend(backend)
     path = _check_exists(path)
@@ -232,7 +348,7 @@ def read_frames(path: str | os.PathLike, indices=None, backend: str = "pyav") ->
         if int(indices.min()) < 0:
             raise ValueError(f"`indices` must be >= 0, got {int(indices.min())}.")
     if backend == "pyav":
-        return _read_frames_pyav(path, indices)
+        return _read_frames_pyav(path, indices, index)
     if backend == "decord":
         return _read_frames_decord(path, indices)
     return _read_frames_torchcodec(path, indices)
@@ -249,9 +365,15 @@ def read_video(
 
     N is `num_frames`, or the clip length when the clip is shorter.
     """
-    total = count_frames(path, backend=backend)
+    index = None
+    if backend == "pyav":
+        try:
+            index = frame_index(path)  # one demux pass: the count and the seek table
+        except VideoDecodeError:
+            index = None  # a damaged file: the header's count, and the decode says what is wrong
+    total = len(index) if index is not None else count_frames(path, backend=backend)
     indices = sample_frame_indices(total, num_frames, training=training, rng=rng)
-    return read_frames(path, indices, backend=backend)
+    return read_frames(path, indices, backend=backend, index=index)
 
 
 def read_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int] | None:
@@ -286,9 +408,11 @@ def read_audio_track(path: str | os.PathLike) -> tuple[np.ndarray, int] | None:
 
 __all__ = [
     "BACKENDS",
+    "FrameIndex",
     "VideoDecodeError",
     "VideoFileNotFoundError",
     "count_frames",
+    "frame_index",
     "read_audio_track",
     "read_frames",
     "read_video",
