@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -512,6 +513,8 @@ def render_dataset_card(
         mckd_media={"embedded": list(embedded), "relative": list(relative_columns)},
     )
     rows = "\n".join(f"| {split} | {counts[split]} | {captions[split]} |" for split in dataset_dict)
+    # The preparation notes name files of the author's disk: keep their names, not where they were.
+    description = re.sub(r"(?<![\w.])/(?:[^\s,;:()'\"]+/)+([^\s,;:()'\"/]+)", r"\1", description)
     media_lines = []
     if embedded:
         media_lines.append(f"Embedded in the Parquet files (no media folder needed): {', '.join(f'`{c}`' for c in embedded)}.")
