@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 #: level must stay a plain save_to_disk layout, which output_guard recognises as ours).
 MEDIA_RECORD_NAME = "mckd_media.json"
 MEDIA_COLUMNS: tuple[str, ...] = ("video", "audio", "features")
-_BIGFILE_SCHEME = "bigfile://"  # same scheme as modeling_mckd.feature_store (not imported: no numpy-heavy deps)
+_BIGFILE_SCHEME = "bigfile://"  # feature_store.BIGFILE_SCHEME; not imported: feature_store -> data_prep.common -> here
 
 
 class MediaPathError(ValueError):
@@ -46,7 +46,8 @@ class MediaPathError(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-def _split_bigfile(ref: str) -> tuple[str, str] | None:
+def split_bigfile_ref(ref: str) -> tuple[str, str] | None:
+    """(folder, still-quoted ``video=`` value) of a ``bigfile://`` reference, or None for a plain path."""
     if not ref.startswith(_BIGFILE_SCHEME) or "?video=" not in ref:
         return None
     folder, query = ref[len(_BIGFILE_SCHEME) :].rsplit("?video=", 1)
@@ -58,7 +59,7 @@ def relative_reference(value: str, media_root: str | os.PathLike, *, where: str)
 
     Raises :class:`MediaPathError` naming ``where`` when the file is not under ``media_root``.
     """
-    bigfile = _split_bigfile(value)
+    bigfile = split_bigfile_ref(value)
     path = Path(os.path.abspath(bigfile[0] if bigfile else value))
     relative = None
     # Compare as written first (keeps a symlinked clip's own name), then with links resolved.
@@ -91,7 +92,7 @@ def _checked_relative(relative: str, where: str) -> PurePosixPath:
 
 
 def is_absolute_reference(value: str) -> bool:
-    bigfile = _split_bigfile(value)
+    bigfile = split_bigfile_ref(value)
     text = bigfile[0] if bigfile else value
     return text.startswith("/") or text.startswith("\\") or (len(text) > 1 and text[1] == ":")
 
@@ -99,7 +100,7 @@ def is_absolute_reference(value: str) -> bool:
 def resolve_reference(value: str, media_root: str | os.PathLike, *, where: str) -> str:
     """The absolute form of a relative path or ``bigfile://`` reference under ``media_root``."""
     root = Path(media_root).resolve()
-    bigfile = _split_bigfile(value)
+    bigfile = split_bigfile_ref(value)
     relative = _checked_relative(bigfile[0] if bigfile else value, where)
     absolute = root.joinpath(*relative.parts)
     if bigfile:
@@ -307,5 +308,6 @@ __all__ = [
     "relative_reference",
     "resolve_media_columns",
     "resolve_reference",
+    "split_bigfile_ref",
     "write_media_record",
 ]

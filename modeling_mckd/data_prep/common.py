@@ -28,6 +28,7 @@ from modeling_mckd.media import (
     is_absolute_reference,
     relative_reference,
     resolve_reference,
+    split_bigfile_ref,
     write_media_record,
 )
 from modeling_mckd.output_guard import check_output_dir, is_saved_dataset_dict, path_arguments
@@ -367,11 +368,8 @@ def _media_values(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]]) -> I
 
 
 def _media_folder(value: str) -> str:
-    if value.startswith("bigfile://"):
-        from modeling_mckd.feature_store import parse_bigfile_ref
-
-        return parse_bigfile_ref(value)[0]
-    return os.path.dirname(os.path.abspath(value))
+    bigfile = split_bigfile_ref(value)
+    return bigfile[0] if bigfile else os.path.dirname(os.path.abspath(value))
 
 
 def infer_media_root(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
@@ -413,13 +411,11 @@ def relative_rows(rows_by_split: Mapping[str, Sequence[Mapping[str, Any]]], medi
 
 
 def _load_array(value: str) -> Any:
+    """The array of a ``.npy`` media file, or None for other references (BigFile, safetensors:
+    kept as paths; feature_store is not imported here, it imports this module)."""
     import numpy as np
 
-    if value.endswith(".npy"):
-        return np.load(value, allow_pickle=False, mmap_mode="r")
-    from modeling_mckd.feature_store import load_feature_ref
-
-    return load_feature_ref(value)
+    return np.load(value, allow_pickle=False, mmap_mode="r") if value.endswith(".npy") else None
 
 
 def shareable_dataset_dict(
@@ -430,8 +426,8 @@ def shareable_dataset_dict(
 
     With ``embed_media`` the ``video`` column becomes ``datasets.Video(decode=False)`` holding each
     clip's bytes (and its relative path), and ``audio`` / ``features`` become float32 ``(T, D)``
-    arrays (nested lists) when every row's array is at most ``max_array_bytes`` (else they stay
-    relative paths). Returns (the copy, the columns embedded). Relative values already in
+    arrays (nested lists) when every row's is a ``.npy`` file of at most ``max_array_bytes`` (else
+    they stay relative paths). Returns (the copy, the columns embedded). Relative values already in
     ``dataset_dict`` are read under ``media_root``.
     """
     import numpy as np
@@ -475,6 +471,9 @@ def shareable_dataset_dict(
                 if not present:
                     continue
                 arrays = [None if value is None else _load_array(value) for value in absolute[column]]
+                if any(array is None for array, value in zip(arrays, absolute[column]) if value is not None):
+                    logger.info("split %s: %s holds references other than .npy files; kept as relative paths", split, column)
+                    continue
                 if max(array.nbytes for array in arrays if array is not None) > max_array_bytes:
                     logger.info("split %s: %s arrays are over %d bytes; kept as relative paths", split, column, max_array_bytes)
                     continue
