@@ -30,6 +30,12 @@ class DataArguments:
     synthetic_dir: str = field(
         default="data/synthetic", metadata={"help": "Where the synthetic default is generated."}
     )
+    media_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder the dataset's relative video/audio/features paths are relative to. Default: the "
+                  "root recorded when a local dataset was prepared (if it still exists), else the dataset "
+                  "folder's parent. Embedded clips and arrays need none."},
+    )
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic benchmark."})
     synthetic_num_train: int | None = field(default=None, metadata={"help": "Synthetic train clips."})
     synthetic_num_val: int | None = field(default=None, metadata={"help": "Synthetic validation clips."})

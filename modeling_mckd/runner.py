@@ -38,18 +38,26 @@ logger = logging.getLogger(__name__)
 
 
 def load_run_dataset(data_args: DataArguments):
-    """The DatasetDict to train on: ``--dataset`` (disk folder or Hub id) or the synthetic default."""
+    """The DatasetDict to train on: ``--dataset`` (disk folder or Hub id) or the synthetic default.
+
+    Its media columns come back as absolute path strings (:func:`resolve_run_media`), whatever
+    the dataset stores: paths relative to a media root, embedded clip bytes or arrays.
+    """
     from datasets import load_dataset, load_from_disk
 
     if data_args.dataset:
         path = Path(data_args.dataset)
         if path.exists():
-            if not (path / "dataset_dict.json").is_file():
+            if (path / "dataset_dict.json").is_file():
+                return resolve_run_media(load_from_disk(str(path)), data_args, dataset_dir=path)
+            if not (path / "README.md").is_file() and not (path / "data").is_dir():
                 raise FileNotFoundError(
-                    f"--dataset {path}: not a DatasetDict folder (no dataset_dict.json); build one with dataset_scripts/"
+                    f"--dataset {path}: not a DatasetDict folder (no dataset_dict.json) nor a Hub dataset folder "
+                    "(README.md, data/); build one with dataset_scripts/"
                 )
-            return load_from_disk(str(path))
-        return load_dataset(data_args.dataset)
+            # A Hub dataset's files (a snapshot, or what a push wrote): never trusted with absolute paths.
+            return resolve_run_media(load_dataset(str(path)), data_args, dataset_dir=path, hub_layout=True)
+        return resolve_run_media(load_dataset(data_args.dataset), data_args, dataset_dir=None, hub_layout=True)
     from modeling_mckd.data_prep.synthetic import generate_synthetic
 
     overrides = {
@@ -64,7 +72,50 @@ def load_run_dataset(data_args: DataArguments):
     }
     # One process generates (or finds) the benchmark; the others wait, then reuse it.
     with launch_state().main_process_first():
-        return generate_synthetic(data_args.synthetic_dir, **overrides)
+        dataset = generate_synthetic(data_args.synthetic_dir, **overrides)
+    return resolve_run_media(dataset, data_args, dataset_dir=Path(data_args.synthetic_dir) / "dataset")
+
+
+def resolve_run_media(dataset_dict, data_args: DataArguments, *, dataset_dir: Path | None, hub_layout: bool = False):
+    """Absolute media paths for the readers (``ClipStore``, the feature and audio loaders).
+
+    The media root is ``--media_root``, else (a saved folder) the root recorded at preparation
+    when it still exists, else the dataset folder's parent. Relative paths escaping the root are
+    refused (naming split, row and column); absolute paths load only from a saved folder (an old
+    one is not shareable: one warning says so), never from Hub data.
+    """
+    from modeling_mckd.media import read_media_record, resolve_media_columns
+
+    record = read_media_record(dataset_dir) if dataset_dir is not None and not hub_layout else None
+    media_root = getattr(data_args, "media_root", None)
+    if media_root is None and record is not None and record.get("media_root") and Path(record["media_root"]).is_dir():
+        media_root = record["media_root"]
+    if media_root is None and dataset_dir is not None:
+        media_root = str(Path(dataset_dir).resolve().parent)
+    if not hub_layout and record is None and _has_absolute_media(dataset_dict):
+        logger.warning(
+            "%s: media columns hold absolute paths of this disk (an old dataset): it loads here but is not "
+            "shareable; rebuild it with --media_root, or push it (a push writes relative paths)", dataset_dir,
+        )
+    return resolve_media_columns(
+        dataset_dict,
+        media_root=media_root,
+        allow_absolute=not hub_layout,
+        # Re-root an absolute-path folder only when the user names a new root.
+        recorded_root=record.get("media_root") if record and getattr(data_args, "media_root", None) else None,
+    )
+
+
+def _has_absolute_media(dataset_dict) -> bool:
+    from modeling_mckd.media import MEDIA_COLUMNS, is_absolute_reference
+
+    for dataset in dataset_dict.values():
+        for column in MEDIA_COLUMNS:
+            if column in dataset.column_names and getattr(dataset.features[column], "dtype", None) == "string":
+                value = next((v for v in dataset[column] if v is not None), None)
+                if value is not None and is_absolute_reference(value):
+                    return True
+    return False
 
 
 def audio_feature_dim(videos) -> int | None:

@@ -202,6 +202,8 @@ def build_features(
     missing: str = "report",
     push_to_hub: str | None = None,
     private: bool = False,
+    media_root: str | os.PathLike | None = None,
+    embed_media: bool = False,
 ) -> DatasetDict:
     """DatasetDict of the given collections (train / validation / test) of a Dual Encoding root.
 
@@ -232,7 +234,10 @@ def build_features(
         )
     rows_by_split, side_notes = attach_side_files(rows_by_split, videos_dir=videos_dir, audio_dir=audio_dir, missing=missing)
     description = "Pre-extracted features (Dual Encoding layout); " + "; ".join(notes + side_notes) + "."
-    return finish_dataset_dict(rows_by_split, output_dir, description=description, push_to_hub=push_to_hub, private=private)
+    return finish_dataset_dict(
+        rows_by_split, output_dir, description=description, push_to_hub=push_to_hub, private=private,
+        media_root=media_root, embed_media=embed_media, benchmark="features",
+    )
 
 
 @dataclasses.dataclass

@@ -371,6 +371,8 @@ def build_msvd(
     missing: str = "report",
     push_to_hub: str | None = None,
     private: bool = False,
+    media_root: str | os.PathLike | None = None,
+    embed_media: bool = False,
 ) -> DatasetDict:
     """Build the MSVD DatasetDict and save it to ``output_dir`` (when given).
 
@@ -389,7 +391,10 @@ def build_msvd(
     )
     if notes:
         description += " " + "; ".join(notes) + "."
-    return finish_dataset_dict(rows, output_dir, description=description, push_to_hub=push_to_hub, private=private)
+    return finish_dataset_dict(
+        rows, output_dir, description=description, push_to_hub=push_to_hub, private=private,
+        media_root=media_root, embed_media=embed_media, benchmark="msvd",
+    )
 
 
 @dataclasses.dataclass

@@ -116,13 +116,18 @@ def build_tgif(
     missing: str = "report",
     push_to_hub: str | None = None,
     private: bool = False,
+    media_root: str | os.PathLike | None = None,
+    embed_media: bool = False,
 ) -> DatasetDict:
     """Build the TGIF DatasetDict and save it to ``output_dir`` (when given)."""
     rows, description = build_tgif_rows(tsv, splits_dir)
     rows, notes = attach_side_files(rows, videos_dir=videos_dir, audio_dir=audio_dir, features_dir=features_dir, missing=missing)
     if notes:
         description += " " + "; ".join(notes) + "."
-    return finish_dataset_dict(rows, output_dir, description=description, push_to_hub=push_to_hub, private=private)
+    return finish_dataset_dict(
+        rows, output_dir, description=description, push_to_hub=push_to_hub, private=private,
+        media_root=media_root, embed_media=embed_media, benchmark="tgif",
+    )
 
 
 @dataclasses.dataclass

@@ -188,6 +188,8 @@ def build_vatex(
     missing: str = "report",
     push_to_hub: str | None = None,
     private: bool = False,
+    media_root: str | os.PathLike | None = None,
+    embed_media: bool = False,
 ) -> DatasetDict:
     """Build the VATEX DatasetDict (see the module docstring for the split) and save it to
     ``output_dir`` (when given). Video files are ``<videoID>.<ext>`` under ``videos_dir``."""
@@ -197,7 +199,10 @@ def build_vatex(
     rows, notes = attach_side_files(rows, videos_dir=videos_dir, audio_dir=audio_dir, features_dir=features_dir, missing=missing)
     if notes:
         description += " " + "; ".join(notes) + "."
-    return finish_dataset_dict(rows, output_dir, description=description, push_to_hub=push_to_hub, private=private)
+    return finish_dataset_dict(
+        rows, output_dir, description=description, push_to_hub=push_to_hub, private=private,
+        media_root=media_root, embed_media=embed_media, benchmark="vatex",
+    )
 
 
 @dataclasses.dataclass

@@ -190,6 +190,11 @@ def generate_synthetic(
         paths_valid = first_split is None or len(first_split) == 0 or Path(first_split[0]["video"]).is_file()
         if paths_valid:
             logger.info("reusing the synthetic benchmark in %s (config %s)", output_dir, config.config_hash())
+            if push_to_hub:
+                from ..common import push_dataset_dict
+
+                push_dataset_dict(dataset, push_to_hub, source=str(dataset_dir), media_root=output_dir,
+                                  benchmark="synthetic", embed_media=True)
             return dataset
         # The folder was moved: the absolute paths are stale, only the DatasetDict is rebuilt.
         logger.info("%s was moved; rebuilding its DatasetDict with the new paths", output_dir)
@@ -279,16 +284,22 @@ def _worker_main(job_path: str) -> None:
 
 
 def _build_dataset(output_dir: Path, push_to_hub: str | None):
+    from ..common import push_dataset_dict
     from ..msrvtt import build_msrvtt
 
-    return build_msrvtt(
+    dataset = build_msrvtt(
         annotations=output_dir / ANNOTATION_NAME,
         protocol="official",
         output_dir=output_dir / "dataset",
         videos_dir=output_dir / "videos",
         audio_dir=output_dir / "audio",
         missing="error",  # every clip was just written: a missing one is a bug, not data
-        push_to_hub=push_to_hub,
     )
-
-
+    if push_to_hub:
+        # The clips are ours to redistribute: the pushed copy embeds them (and the small audio
+        # arrays), so it trains anywhere without a media folder.
+        push_dataset_dict(
+            dataset, push_to_hub, source=f"{output_dir / 'dataset'} (written completely)",
+            media_root=output_dir, benchmark="synthetic", embed_media=True,
+        )
+    return dataset
