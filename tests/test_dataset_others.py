@@ -264,10 +264,10 @@ def test_feature_text_files_that_are_not_utf8_name_the_file(tmp_path):
     folder = tmp_path / "f"
     _write_bigfile(folder, {"v": 2})
     (folder / "video2frames.txt").write_bytes(b"{'v': ['v_0', '\xff\xfe']}")
-    with pytest.raises(AnnotationError, match=r"video2frames.txt, byte 14: UTF-8 text expected"):
+    with pytest.raises(AnnotationError, match=r"video2frames.txt, byte 15: UTF-8 text expected"):
         read_video2frames(folder / "video2frames.txt")
     (folder / "id.txt").write_bytes(b"v_0 v_\xe9")
-    with pytest.raises(AnnotationError, match=r"id.txt, byte 5: UTF-8 text expected"):
+    with pytest.raises(AnnotationError, match=r"id.txt, byte 6: UTF-8 text expected"):
         BigFile(folder)
 
 
