@@ -80,6 +80,11 @@ def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher):
     card = (trained_teacher / "README.md").read_text()
     front_matter = yaml.safe_load(card.split("---")[1])
     assert front_matter["model-index"][0]["results"]
+    # A local --dataset is named by its folder (here .../synthetic<N>/dataset), never by this disk's path.
+    dataset = front_matter["model-index"][0]["results"][0]["dataset"]
+    assert (dataset["name"], dataset["type"]) == ("dataset", "local")
+    assert "datasets" not in front_matter
+    assert str(trained_teacher.parent) not in card
 
     from transformers import AutoModel
 
