@@ -437,8 +437,11 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
         card_results = {split: {k: v for k, v in metrics.items() if _CARD_METRIC.fullmatch(k)}
                         for split, metrics in split_results.items()}
         dataset = card_dataset(data_args.dataset)
-        if data_args.dataset:  # the card's config names the dataset as its header does, not by a path of this disk
+        # the card's config names the dataset as its header does, and the output folder by its name: never by a
+        # path of this disk
+        if data_args.dataset:
             training_config["dataset"] = dataset["dataset_name"]
+        training_config["output_dir"] = output_dir.name
         write_model_card(
             output_dir, role=role, model_name=output_dir.name, results=card_results,
             training_config=training_config, teacher=teacher, **dataset,

@@ -68,7 +68,7 @@ def trained_teacher(tiny_dataset, tmp_path_factory) -> Path:
     return output_dir
 
 
-def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher):
+def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher, tiny_dataset):
     history = losses(trained_teacher)
     assert len(history) == 24
     assert sum(history[-4:]) / 4 < sum(history[:4]) / 4, history
@@ -84,7 +84,7 @@ def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher):
     dataset = front_matter["model-index"][0]["results"][0]["dataset"]
     assert (dataset["name"], dataset["type"]) == ("dataset", "local")
     assert "datasets" not in front_matter
-    assert str(trained_teacher.parent) not in card
+    assert str(tiny_dataset) not in card and str(trained_teacher) not in card
 
     from transformers import AutoModel
 
