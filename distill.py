@@ -6,27 +6,14 @@
 
 The student objective is ranking + kd_weight * distillation + disc_weight * discrimination
 (docs/method.md). See `python distill.py --help` for every argument.
+Installed, the same command line is `mckd-distill` (the code is `modeling_mckd.cli`).
 """
 
-import json
-import logging
+import sys
 
-from modeling_mckd.arguments import DataArguments, DistillArguments, ModelArguments, RunArguments, parse_arguments
-from modeling_mckd.runner import is_main_process, run_student
-
-
-def main(argv=None) -> dict:
-    model_args, data_args, run_args, distill_args = parse_arguments(
-        (ModelArguments, DataArguments, RunArguments, DistillArguments), argv, defaults={"model_preset": "student"}
-    )
-    results = run_student(model_args, data_args, run_args, distill_args)
-    if is_main_process():  # under accelerate launch, one copy of the results
-        print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (list, dict))}, indent=2, default=float))
-    return results
-
+from modeling_mckd.cli import distill as main  # noqa: F401 - main(argv) -> results, for tests and notebooks
+from modeling_mckd.cli import distill_main
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main()
+    sys.exit(distill_main())

@@ -5,27 +5,14 @@
     accelerate launch train.py --config configs/synthetic_teacher.yaml --dataset data/msrvtt --output_dir runs/t
 
 See `python train.py --help` for every argument; a `--config` YAML/JSON file sets any of them.
+Installed, the same command line is `mckd-train` (the code is `modeling_mckd.cli`).
 """
 
-import json
-import logging
+import sys
 
-from modeling_mckd.arguments import DataArguments, ModelArguments, RunArguments, TeacherArguments, parse_arguments
-from modeling_mckd.runner import is_main_process, run_teacher
-
-
-def main(argv=None) -> dict:
-    model_args, data_args, run_args, teacher_args = parse_arguments(
-        (ModelArguments, DataArguments, RunArguments, TeacherArguments), argv
-    )
-    results = run_teacher(model_args, data_args, run_args, teacher_args)
-    if is_main_process():  # under accelerate launch, one copy of the results
-        print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (list, dict))}, indent=2, default=float))
-    return results
-
+from modeling_mckd.cli import train as main  # noqa: F401 - main(argv) -> results, for tests and notebooks
+from modeling_mckd.cli import train_main
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main()
+    sys.exit(train_main())

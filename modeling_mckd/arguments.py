@@ -40,7 +40,7 @@ class DataArguments:
     synthetic_num_train: int | None = field(default=None, metadata={"help": "Synthetic train clips."})
     synthetic_num_val: int | None = field(default=None, metadata={"help": "Synthetic validation clips."})
     synthetic_num_test: int | None = field(default=None, metadata={"help": "Synthetic test clips."})
-    train_split: str = "train"
+    train_split: str = field(default="train", metadata={"help": "Split the model is trained on."})
     eval_split: str | None = field(
         default="validation", metadata={"help": "Split evaluated each epoch (best model by rsum)."}
     )
@@ -60,7 +60,9 @@ class DataArguments:
         default=0.05,
         metadata={"help": "Fail the run when more than this fraction of clips cannot be decoded."},
     )
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = field(
+        default=0, metadata={"help": "Worker processes decoding clips for the DataLoader (0: in the main process)."}
+    )
 
 
 @dataclass
@@ -99,20 +101,30 @@ class RunArguments:
     config: str | None = field(
         default=None, metadata={"help": "YAML or JSON file of arguments; the command line overrides it."}
     )
-    num_train_epochs: float = 10.0
+    num_train_epochs: float = field(default=10.0, metadata={"help": "Passes over the train split (ignored when max_steps > 0)."})
     max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
-    per_device_train_batch_size: int = 64
-    per_device_eval_batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    per_device_train_batch_size: int = field(
+        default=64, metadata={"help": "Videos per training batch on each process (the contrastive batch)."}
+    )
+    per_device_eval_batch_size: int = field(
+        default=256, metadata={"help": "Videos or captions encoded at once during evaluation."}
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate (after warmup)."})
+    weight_decay: float = field(
+        default=0.01, metadata={"help": "AdamW weight decay (not applied to biases, norms and the logit scale)."}
+    )
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "Fraction of the optimiser steps spent warming the learning rate up from 0."}
+    )
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "cosine, linear or constant."})
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Batches whose gradients are summed before each optimiser step."}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm to this (0: no clipping)."})
     mixed_precision: str = field(
         default="auto", metadata={"help": "auto (bf16 on a GPU that has it, else no), no, fp16, bf16."}
     )
-    seed: int = 42
+    seed: int = field(default=42, metadata={"help": "Seed of initialisation, shuffling and frame sampling."})
     tune_cpu_allocator: bool = field(
         default=True,
         metadata={"help": "Let glibc's malloc keep freed memory for reuse (modeling_mckd.cpu_allocator): CPU training "
@@ -124,14 +136,16 @@ class RunArguments:
         default=None, metadata={"help": "'latest' or a checkpoint folder."}
     )
     eval_strategy: str = field(default="epoch", metadata={"help": "epoch or no."})
-    logging_steps: int = 10
+    logging_steps: int = field(default=10, metadata={"help": "Log the losses every N optimiser steps."})
     report_to: str = field(
         default="auto", metadata={"help": "tensorboard, trackio, wandb, none, or auto (tensorboard if installed)."}
     )
-    disable_tqdm: bool = False
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
-    hub_private_repo: bool = False
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "Upload the final model and its card to the Hub (needs hub_model_id)."}
+    )
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository to push to, as owner/name."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
 
 
 @dataclass
@@ -157,8 +171,8 @@ class DistillArguments:
     """The MCKD student objective: ranking + kd_weight * distillation + disc_weight * discrimination."""
 
     teacher: str | None = field(default=None, metadata={"help": "Teacher folder or Hub id (from_pretrained)."})
-    kd_weight: float = 1.0
-    disc_weight: float = 1.0
+    kd_weight: float = field(default=1.0, metadata={"help": "Weight of the distillation term (0: none)."})
+    disc_weight: float = field(default=1.0, metadata={"help": "Weight of the discrimination term (0: none)."})
     ranking_margin: float = field(default=0.2, metadata={"help": "Margin of the hinge ranking loss."})
     ranking_negatives: str = field(
         default="hardest",
@@ -175,9 +189,13 @@ class DistillArguments:
         metadata={"help": "Deprecated: true means --ranking_negatives hardest, false means all."},
     )
     kd_mode: str = field(default="kl", metadata={"help": "kl, pearson, relation or feature (see docs/method.md)."})
-    kd_temperature: float = 0.05
-    disc_temperature: float = 0.05
-    disc_text_weight: float = 1.0
+    kd_temperature: float = field(
+        default=0.05, metadata={"help": "Temperature of the similarity distributions the distillation compares."}
+    )
+    disc_temperature: float = field(default=0.05, metadata={"help": "Temperature of the discrimination InfoNCE."})
+    disc_text_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the text-text term inside the discrimination loss (0: none)."}
+    )
     teacher_frame_sampling: str = field(
         default="uniform",
         metadata={"help": "uniform (deterministic, teacher embeddings cached once) or random "

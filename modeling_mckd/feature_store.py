@@ -10,8 +10,8 @@ turns a reference string into a float32 ``(T, D)`` array:
       FeatureData/<feature>/feature.bin       float32 rows, N x D, row-major
       FeatureData/<feature>/shape.txt         "N D"
       FeatureData/<feature>/id.txt            N space-separated frame ids (video1_0 video1_1 ...)
-      FeatureData/<feature>/video2frames.txt  Python dict literal {video: [frame ids]} (read with
-                                              ast.literal_eval, never eval); without it every id
+      FeatureData/<feature>/video2frames.txt  Python dict literal {video: [frame ids]} (parsed as
+                                              that shape only, never evaluated); without it every id
                                               of id.txt is a video of one row
 
 * a plain absolute path of a ``.npy`` (loaded with ``allow_pickle=False``) or ``.safetensors``
@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -50,11 +51,11 @@ class BigFile:
         shape_path = require_file(self.directory / "shape.txt", "BigFile shape.txt")
         id_path = require_file(self.directory / "id.txt", "BigFile id.txt")
         bin_path = require_file(self.directory / "feature.bin", "BigFile feature.bin")
-        fields = shape_path.read_text(encoding="utf-8").split()
+        fields = read_utf8(shape_path).split()
         if len(fields) != 2 or not all(field.isdigit() for field in fields):
             raise AnnotationError(shape_path, "line 1", f"two integers 'N D' expected, got {' '.join(fields)!r}")
         self.num_rows, self.dim = int(fields[0]), int(fields[1])
-        self.names: list[str] = id_path.read_text(encoding="utf-8").split()
+        self.names: list[str] = read_utf8(id_path).split()
         if len(self.names) != self.num_rows:
             raise AnnotationError(id_path, None, f"{self.num_rows} ids expected (shape.txt), found {len(self.names)}")
         expected_bytes = self.num_rows * self.dim * 4
@@ -78,23 +79,93 @@ class BigFile:
         return np.asarray(self.matrix[rows], dtype=np.float32)
 
 
-def read_video2frames(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Parse ``video2frames.txt`` (a Python dict literal) with ``ast.literal_eval`` (never eval)."""
-    path = require_file(path, "video2frames.txt")
-    text = path.read_text(encoding="utf-8")
+def read_utf8(path: Path) -> str:
+    """A feature folder's text file; undecodable bytes are an AnnotationError naming the file and byte offset."""
     try:
-        value = ast.literal_eval(text.strip())
-    except (SyntaxError, ValueError) as error:
-        where = f"line {error.lineno}" if getattr(error, "lineno", None) else None
-        raise AnnotationError(path, where, f"a Python dict literal {{video_id: [frame ids]}} expected ({error})") from None
-    if not isinstance(value, dict):
-        raise AnnotationError(path, None, f"a dict {{video_id: [frame ids]}} expected, got {type(value).__name__}")
-    for video_id, frames in value.items():
-        if not isinstance(video_id, str) or not isinstance(frames, (list, tuple)) or not all(isinstance(f, str) for f in frames):
-            raise AnnotationError(path, f"key {video_id!r}", "a string video id mapped to a list of frame id strings expected")
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise AnnotationError(path, f"byte {error.start}", "UTF-8 text expected") from None
+
+
+# video2frames.txt is a Python dict literal of lists of strings. It is parsed here, token by token without
+# recursion, instead of by ast.literal_eval: a nested or huge literal is an error naming the line, never a
+# RecursionError/MemoryError from Python's parser, and nothing but that one shape is accepted.
+_V2F_TOKEN = re.compile(
+    r"""\s+|\#[^\n]*|(?P<string>[rRuU]?(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"))|(?P<punct>[{}\[\]():,])"""
+)
+_V2F_CLOSE = {"[": "]", "(": ")"}
+
+
+def _video2frames_tokens(path: Path, text: str):
+    """(kind, value, offset) of each string and punctuation mark; anything else is an AnnotationError."""
+    position = 0
+    while position < len(text):
+        match = _V2F_TOKEN.match(text, position)
+        if match is None:
+            line = text.count("\n", 0, position) + 1
+            found = text[position:position + 20].split("\n")[0]
+            raise AnnotationError(path, f"line {line}",
+                                  f"a Python dict literal {{video_id: [frame ids]}} expected, found {found!r}")
+        if match.group("string") is not None:
+            token = match.group("string")
+            # a lone string literal: literal_eval of it is bounded (no nesting) and handles escapes
+            value = token[1:-1] if "\\" not in token and token[0] in "'\"" else ast.literal_eval(token)
+            yield "string", value, position
+        elif match.group("punct") is not None:
+            yield "punct", match.group("punct"), position
+        position = match.end()
+    yield "end", None, position
+
+
+def read_video2frames(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Parse ``video2frames.txt``, a Python dict literal ``{video_id: [frame ids]}`` (never evaluated).
+
+    Only that shape is read: string keys, each mapped to a list (or tuple) of frame id strings.
+    """
+    path = require_file(path, "video2frames.txt")
+    text = read_utf8(path)
+    tokens = _video2frames_tokens(path, text)
+
+    def fail(offset: int, expected: str, found) -> AnnotationError:
+        line = text.count("\n", 0, offset) + 1
+        shown = "the end of the file" if found is None else repr(found)
+        return AnnotationError(path, f"line {line}",
+                               f"a Python dict literal {{video_id: [frame ids]}} expected: {expected}, found {shown}")
+
+    def take(expected: str, *accepted: str) -> tuple[str, str | None]:
+        """The next token, which must be a string (when "string" is accepted) or one of the accepted marks."""
+        kind, value, offset = next(tokens)
+        if not ((kind == "string" and "string" in accepted) or (kind == "punct" and value in accepted)):
+            raise fail(offset, expected, value)
+        return kind, value
+
+    mapping: dict[str, list[str]] = {}
+    take("'{'", "{")
+    kind, value = take("a video id string or '}'", "string", "}")
+    while kind == "string":
+        video_id = value
+        take("':'", ":")
+        _, opening = take("'[' opening the frame list", "[", "(")
+        closing = _V2F_CLOSE[opening]
+        frames: list[str] = []
+        kind, value = take("a frame id string", "string", closing)
+        while kind == "string":
+            frames.append(value)
+            _, mark = take(f"',' or {closing!r}", ",", closing)
+            if mark == closing:
+                break
+            kind, value = take(f"a frame id string or {closing!r}", "string", closing)
         if not frames:
             raise AnnotationError(path, f"key {video_id!r}", "an empty frame list; at least one frame id expected")
-    return {video_id: list(frames) for video_id, frames in value.items()}
+        mapping[video_id] = frames  # a repeated key keeps the last value, as a dict literal does
+        _, mark = take("',' or '}'", ",", "}")
+        if mark == "}":
+            break
+        kind, value = take("a video id string or '}'", "string", "}")
+    kind, value, offset = next(tokens)
+    if kind != "end":
+        raise fail(offset, "nothing after the closing '}'", value)
+    return mapping
 
 
 @functools.lru_cache(maxsize=32)

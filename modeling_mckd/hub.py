@@ -252,6 +252,22 @@ def _load_template(template_path: str | Path | None) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def card_dataset(dataset: str | None) -> dict[str, Any]:
+    """How a run's ``--dataset`` appears on its card: ``dataset_name``, ``dataset_type`` and ``datasets``.
+
+    None: the synthetic benchmark. A folder on disk: its name with type ``local``, never its absolute
+    path (which means nothing to a reader of the card and shows the author's disk). Anything else was
+    loaded from the Hub by ``load_dataset``: its id, also listed in the front matter's ``datasets``
+    so that the Hub links the model to it.
+    """
+    if not dataset:
+        return {"dataset_name": "mckd-synthetic", "dataset_type": "synthetic", "datasets": None}
+    path = Path(dataset).expanduser()
+    if path.exists():
+        return {"dataset_name": path.resolve().name or "dataset", "dataset_type": "local", "datasets": None}
+    return {"dataset_name": dataset, "dataset_type": dataset, "datasets": [dataset]}
+
+
 def render_model_card(
     *,
     role: str,
@@ -260,6 +276,7 @@ def render_model_card(
     training_config: Mapping[str, Any],
     dataset_name: str = "mckd-synthetic",
     dataset_type: str = "synthetic",
+    datasets: Sequence[str] | None = None,
     teacher: str | None = None,
     teacher_results: Mapping[str, Mapping[str, float]] | None = None,
     loss_description: Mapping[str, Any] | None = None,
@@ -277,7 +294,9 @@ def render_model_card(
             secrets, e.g. ``hub_token``, are redacted). A student's loss weights are read from it
             (``kd_weight``, ``disc_weight``, ``kd_mode``, ``kd_temperature``, ...), flat or nested.
         dataset_name / dataset_type: pretty name and identifier of the evaluation data. A
-            ``dataset_type`` with a "/" is taken as a Hub dataset id and listed in ``datasets``.
+            ``dataset_type`` with a "/" is taken as a Hub dataset id and listed in ``datasets``
+            (see :func:`card_dataset` for a run's ``--dataset``).
+        datasets: the Hub dataset ids of the front matter's ``datasets`` field (default: from ``dataset_type``).
         teacher: for a student (required), the teacher's folder or Hub id.
         teacher_results: the teacher's own metrics, shown next to the student's (not in model-index).
         loss_description: overrides/extra loss settings; for a teacher e.g.
@@ -317,7 +336,7 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
         tags=tags,
-        datasets=[dataset_type] if "/" in dataset_type else None,
+        datasets=list(datasets) if datasets is not None else ([dataset_type] if "/" in dataset_type else None),
         license=license,
         language=["en"],
     )

@@ -483,15 +483,19 @@ def finish_run(trainer: RetrievalTrainer, summary: dict, *, role: str, args: tup
         # one row per epoch's validation: the learning curve, and where the best model came from
         (output_dir / "eval_history.json").write_text(json.dumps(summary["eval_history"], default=float))
         training_config = _flat_config(*args)
-        from .hub import write_model_card
+        from .hub import card_dataset, write_model_card
 
         card_results = {split: {k: v for k, v in metrics.items() if _CARD_METRIC.fullmatch(k)}
                         for split, metrics in split_results.items()}
+        dataset = card_dataset(data_args.dataset)
+        # the card's config names the dataset as its header does, and the output folder by its name: never by a
+        # path of this disk
+        if data_args.dataset:
+            training_config["dataset"] = dataset["dataset_name"]
+        training_config["output_dir"] = output_dir.name
         write_model_card(
             output_dir, role=role, model_name=output_dir.name, results=card_results,
-            training_config=training_config, teacher=teacher,
-            dataset_name=data_args.dataset or "mckd-synthetic",
-            dataset_type="local" if data_args.dataset else "synthetic",
+            training_config=training_config, teacher=teacher, **dataset,
             loss_description=_loss_description(role, model, teacher_part_pairs), repo_id=run_args.hub_model_id,
         )
         if run_args.push_to_hub:

@@ -99,19 +99,92 @@ def resolve_mixed_precision(value: str) -> str:
     return "no"
 
 
-def find_checkpoint(output_dir: Path, resume: str) -> Path:
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is truncated or damaged (the message names the file)."""
+
+
+def _checkpoint_number(path: Path) -> int:
+    return int(path.name[len(CHECKPOINT_PREFIX):])
+
+
+def find_checkpoints(output_dir: Path, resume: str) -> list[Path]:
+    """The checkpoints to try, best first: the named folder, or for ``latest`` every complete one, newest first."""
     if resume != "latest":
         path = Path(resume)
         if not (path / TRAINER_STATE).is_file():
             raise FileNotFoundError(f"--resume_from_checkpoint {resume}: not a checkpoint folder (no {TRAINER_STATE})")
-        return path
+        return [path]
     checkpoints = sorted(
-        (p for p in (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).is_file()),
-        key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]),
+        (p for p in (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")
+         if (p / TRAINER_STATE).is_file() and p.name[len(CHECKPOINT_PREFIX):].isdigit()),
+        key=_checkpoint_number, reverse=True,
     )
     if not checkpoints:
         raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}")
-    return checkpoints[-1]
+    return checkpoints
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> Path:
+    """The checkpoint ``resume`` names (``latest``: the newest), without checking its files."""
+    return find_checkpoints(output_dir, resume)[0]
+
+
+def verify_checkpoint(path: Path) -> TrainState:
+    """Check every file of a checkpoint folder before loading it; its `TrainState`, or CorruptCheckpointError.
+
+    ``save_state`` writes safetensors (the model) and zip archives made by ``torch.save`` (optimizer, scheduler,
+    sampler, random states): a truncated or damaged one fails here with its name, instead of deep inside
+    ``load_state`` with a message that names no file. Nothing is unpickled here.
+    """
+    import zipfile
+
+    from safetensors import safe_open
+
+    state_file = path / TRAINER_STATE
+    try:
+        values = json.loads(state_file.read_text(encoding="utf-8"))
+        state = TrainState(**values)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
+        raise CorruptCheckpointError(f"{state_file}: not a trainer state ({error})") from None
+    for file in sorted(path.iterdir()):
+        if not file.is_file():
+            continue
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as archive:  # checks that the data covers the header
+                    archive.keys()
+            elif file.suffix in {".bin", ".pkl", ".pt", ".pth"}:
+                if not zipfile.is_zipfile(file):
+                    raise ValueError("not a complete torch.save archive (truncated?)")
+                with zipfile.ZipFile(file) as archive:
+                    damaged = archive.testzip()  # CRC of every member
+                if damaged is not None:
+                    raise ValueError(f"member {damaged} fails its checksum")
+        except Exception as error:  # safetensors raises its own error types
+            raise CorruptCheckpointError(f"{file}: corrupt checkpoint file ({error})") from None
+    return state
+
+
+def load_checkpoint(accelerator: Accelerator, output_dir: Path, resume: str) -> tuple[Path, TrainState]:
+    """Load ``resume`` into ``accelerator``'s objects; its folder and `TrainState`.
+
+    A corrupt checkpoint (truncated or damaged file): with ``latest``, a warning naming the file, then the previous
+    complete checkpoint (they are rotated, so ``save_total_limit`` >= 2 keeps one); a named folder, or no
+    complete checkpoint left, stops with a CorruptCheckpointError naming the file(s).
+    """
+    problems = []
+    for checkpoint in find_checkpoints(output_dir, resume):
+        try:
+            state = verify_checkpoint(checkpoint)
+            accelerator.load_state(str(checkpoint))
+        except CorruptCheckpointError as error:
+            problems.append(str(error))
+            logger.warning("--resume_from_checkpoint %s: skipping %s", resume, error)
+            continue
+        if problems:
+            logger.warning("resuming from the previous complete checkpoint %s", checkpoint)
+        return checkpoint, state
+    raise CorruptCheckpointError(f"--resume_from_checkpoint {resume}: no complete checkpoint: " + "; ".join(problems))
 
 
 @dataclasses.dataclass
@@ -252,9 +325,7 @@ class RetrievalTrainer:
         dump_grads = os.environ.get(DUMP_GRADS_ENV)
         state = TrainState()
         if args.resume_from_checkpoint:
-            checkpoint = find_checkpoint(self.output_dir, args.resume_from_checkpoint)
-            accelerator.load_state(str(checkpoint))
-            state = TrainState(**json.loads((checkpoint / TRAINER_STATE).read_text()))
+            checkpoint, state = load_checkpoint(accelerator, self.output_dir, args.resume_from_checkpoint)
             logger.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, state.global_step,
                         state.epoch, state.batches_done_in_epoch)
 

@@ -231,6 +231,46 @@ def test_video2frames_is_never_evaluated(tmp_path):
         read_video2frames(path)
 
 
+def test_video2frames_reads_exactly_the_dict_of_lists_shape(tmp_path):
+    path = tmp_path / "video2frames.txt"
+    mapping = {"video1": ["video1_0", "video1_1"], "v'q": ['a"b', "c\\d", "é"], "}": ["["]}
+    path.write_text(repr(mapping) + "\n", encoding="utf-8")
+    assert read_video2frames(path) == mapping
+    # what Python accepts beside repr's spelling: tuples, trailing commas, comments, line breaks, double quotes
+    path.write_text('{"a": ("a_0", "a_1",),  # first\n "b": [\n  "b_0",\n ],\n}\n')
+    assert read_video2frames(path) == {"a": ["a_0", "a_1"], "b": ["b_0"]}
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("[" * 200_000 + "]" * 200_000, r"line 1: .*expected: '\{', found '\['"),  # RecursionError/MemoryError before
+        ("{'v': " + "[" * 200_000, r"line 1: .*expected: a frame id string, found '\['"),
+        ("{'v': ['v_0'],\n 'w': [['w_0']]}", r"line 2: .*expected: a frame id string, found '\['"),
+        ("{'v': ['v_0'],\n 'w': 3}", r"line 2: .*expected, found '3\}'"),
+        ("{'v': ['v_0']", r"line 1: .*expected: ',' or '\}', found the end of the file"),
+        ("{'v': ['v_0']} {}", r"line 1: .*expected: nothing after the closing '\}', found '\{'"),
+        ("{1: ['v_0']}", r"line 1: .*expected, found \S1: "),
+    ],
+)
+def test_video2frames_malformed_is_an_error_naming_the_line(tmp_path, text, pattern):
+    path = tmp_path / "video2frames.txt"
+    path.write_text(text)
+    with pytest.raises(AnnotationError, match=r"video2frames.txt, " + pattern):
+        read_video2frames(path)
+
+
+def test_feature_text_files_that_are_not_utf8_name_the_file(tmp_path):
+    folder = tmp_path / "f"
+    _write_bigfile(folder, {"v": 2})
+    (folder / "video2frames.txt").write_bytes(b"{'v': ['v_0', '\xff\xfe']}")
+    with pytest.raises(AnnotationError, match=r"video2frames.txt, byte 15: UTF-8 text expected"):
+        read_video2frames(folder / "video2frames.txt")
+    (folder / "id.txt").write_bytes(b"v_0 v_\xe9")
+    with pytest.raises(AnnotationError, match=r"id.txt, byte 6: UTF-8 text expected"):
+        BigFile(folder)
+
+
 def test_per_video_npy_and_safetensors(tmp_path):
     folder = tmp_path / "feats"
     folder.mkdir()

@@ -25,6 +25,7 @@ from modeling_mckd.hub import (
     HubAuthError,
     HubPushError,
     build_eval_results,
+    card_dataset,
     push_folder_to_hub,
     render_model_card,
     write_model_card,
@@ -192,6 +193,28 @@ def test_teacher_card_synthetic_and_ablation_wording():
     assert "**Dataset-level structure** (`kd_anchor_weight` = 0.5)" in anchored and "(and each part)" in anchored
     unanchored = student_card(training_config={**STUDENT_CONFIG["DistillArguments"], "kd_anchor_weight": 0.0}).text
     assert "Dataset-level structure" not in unanchored
+
+
+def test_card_names_the_dataset_never_by_a_path_of_this_disk(tmp_path):
+    folder = tmp_path / "data" / "msrvtt"
+    folder.mkdir(parents=True)
+    assert card_dataset(str(folder)) == {"dataset_name": "msrvtt", "dataset_type": "local", "datasets": None}
+    assert card_dataset(str(folder) + "/") == card_dataset(str(folder))
+    assert card_dataset(None) == {"dataset_name": "mckd-synthetic", "dataset_type": "synthetic", "datasets": None}
+    # not a folder here: load_dataset took it from the Hub, so it is a Hub id, linked in `datasets`
+    for hub_id in ("someone/msrvtt", "msr_vtt"):
+        fields = card_dataset(hub_id)
+        assert fields == {"dataset_name": hub_id, "dataset_type": hub_id, "datasets": [hub_id]}
+        card = render_model_card(role="teacher", model_name="t", results=RESULTS, training_config={}, **fields)
+        header = front_matter(str(card))
+        assert header["datasets"] == [hub_id]
+        assert {r["dataset"]["type"] for r in header["model-index"][0]["results"]} == {hub_id}
+    local = render_model_card(role="teacher", model_name="t", results=RESULTS, training_config={},
+                              **card_dataset(str(folder)))
+    header = front_matter(str(local))
+    assert "datasets" not in header and str(tmp_path) not in str(local)
+    assert {(r["dataset"]["name"], r["dataset"]["type"]) for r in header["model-index"][0]["results"]} == {
+        ("msrvtt", "local")}
 
 
 def test_teacher_card_lists_the_pairs_the_objective_used():

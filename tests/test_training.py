@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def trained_teacher(tiny_dataset, tmp_path_factory) -> Path:
     return output_dir
 
 
-def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher):
+def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher, tiny_dataset):
     history = losses(trained_teacher)
     assert len(history) == 24
     assert sum(history[-4:]) / 4 < sum(history[:4]) / 4, history
@@ -79,6 +80,11 @@ def test_teacher_trains_and_writes_a_hub_ready_folder(trained_teacher):
     card = (trained_teacher / "README.md").read_text()
     front_matter = yaml.safe_load(card.split("---")[1])
     assert front_matter["model-index"][0]["results"]
+    # A local --dataset is named by its folder (here .../synthetic<N>/dataset), never by this disk's path.
+    dataset = front_matter["model-index"][0]["results"][0]["dataset"]
+    assert (dataset["name"], dataset["type"]) == ("dataset", "local")
+    assert "datasets" not in front_matter
+    assert str(tiny_dataset) not in card and str(trained_teacher) not in card
 
     from transformers import AutoModel
 
@@ -209,28 +215,91 @@ def test_ranking_only_baseline_needs_no_teacher(tiny_dataset, tmp_path):
     assert set(history[0]) >= {"loss/ranking"} and "loss/distillation" not in history[0]
 
 
-def test_resume_mid_epoch_gives_the_same_weights(tiny_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def straight_run(tiny_dataset, tmp_path_factory) -> Path:
+    """10 uninterrupted steps with a checkpoint every 3 (checkpoint-3, -6, -9 kept)."""
     train = load_script("train")
-    # 32 videos / batch 8 = 4 steps per epoch: checkpoint-6 lies in the middle of epoch 2.
-    straight = tmp_path / "straight"
+    straight = tmp_path_factory.mktemp("straight")
     train.main(common_args(tiny_dataset, straight, max_steps=10, save_steps=3, save_total_limit=5,
                            eval_strategy="no", model_overrides=json.dumps(TINY_TEACHER)))
+    return straight
+
+
+def _interrupted_copy(straight: Path, target: Path, *steps: int) -> Path:
+    """A run folder holding only the given checkpoints of the straight run (as if it had stopped)."""
+    (target / "checkpoints").mkdir(parents=True)
+    for step in steps:
+        shutil.copytree(straight / "checkpoints" / f"checkpoint-{step}", target / "checkpoints" / f"checkpoint-{step}")
+    return target
+
+
+def _assert_same_final_weights(one: Path, two: Path) -> None:
+    expected = load_file(one / "model.safetensors")
+    actual = load_file(two / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_resume_mid_epoch_gives_the_same_weights(tiny_dataset, straight_run, tmp_path):
+    train = load_script("train")
+    # 32 videos / batch 8 = 4 steps per epoch: checkpoint-6 lies in the middle of epoch 2.
     # The interrupted run: only what had been written by step 6 exists.
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copytree(straight / "checkpoints" / "checkpoint-6", resumed / "checkpoints" / "checkpoint-6")
+    resumed = _interrupted_copy(straight_run, tmp_path / "resumed", 6)
     state = json.loads((resumed / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["batches_done_in_epoch"] == 2 and state["epoch"] == 1
     train.main(common_args(tiny_dataset, resumed, max_steps=10, save_steps=3, eval_strategy="no",
                            resume_from_checkpoint="latest", model_overrides=json.dumps(TINY_TEACHER)))
-    expected = load_file(straight / "model.safetensors")
-    actual = load_file(resumed / "model.safetensors")
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    _assert_same_final_weights(straight_run, resumed)
     # Only the most recent checkpoints are kept, and none is half-written.
     kept = sorted(p.name for p in (resumed / "checkpoints").iterdir())
     assert kept == ["checkpoint-6", "checkpoint-9"]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.bin"])
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_dataset, straight_run, tmp_path, caplog, damaged):
+    train = load_script("train")
+    resumed = _interrupted_copy(straight_run, tmp_path / "resumed", 3, 6)
+    bad = resumed / "checkpoints" / "checkpoint-6" / damaged
+    _truncate(bad)
+    with caplog.at_level("WARNING", logger="modeling_mckd.training"):
+        train.main(common_args(tiny_dataset, resumed, max_steps=10, save_steps=3, eval_strategy="no",
+                               resume_from_checkpoint="latest", model_overrides=json.dumps(TINY_TEACHER)))
+    warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert str(bad) in warnings and "checkpoint-3" in warnings
+    # Resumed from step 3 (the damaged step-6 checkpoint was not used): the same weights as the straight run.
+    _assert_same_final_weights(straight_run, resumed)
+
+
+def test_corrupt_named_checkpoint_is_an_error_naming_the_file(tiny_dataset, straight_run, tmp_path):
+    from modeling_mckd.training import CorruptCheckpointError, verify_checkpoint
+
+    train = load_script("train")
+    resumed = _interrupted_copy(straight_run, tmp_path / "resumed", 6)
+    checkpoint = resumed / "checkpoints" / "checkpoint-6"
+    assert verify_checkpoint(checkpoint).global_step == 6  # intact before the damage
+    bad = checkpoint / "optimizer.bin"
+    _truncate(bad)
+    args = common_args(tiny_dataset, resumed, max_steps=10, eval_strategy="no",
+                       model_overrides=json.dumps(TINY_TEACHER))
+    with pytest.raises(CorruptCheckpointError, match=re.escape(str(bad))):
+        train.main(args + ["--resume_from_checkpoint", str(checkpoint)])
+    # "latest" with nothing complete left: the same error, not a traceback from inside accelerate
+    with pytest.raises(CorruptCheckpointError, match="no complete checkpoint.*optimizer.bin"):
+        train.main(args + ["--resume_from_checkpoint", "latest"])
+    # One damaged byte inside an archive (same length) is caught by its checksum.
+    _interrupted_copy(straight_run, tmp_path / "flipped", 6)
+    flipped = tmp_path / "flipped" / "checkpoints" / "checkpoint-6" / "optimizer.bin"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="optimizer.bin"):
+        verify_checkpoint(flipped.parent)
 
 
 def test_non_finite_loss_stops_with_the_step(tiny_dataset, tmp_path, monkeypatch):
