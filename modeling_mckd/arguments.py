@@ -56,6 +56,11 @@ class DataArguments:
         default="auto",
         metadata={"help": "Keep decoded clips in memory: auto (when the split is small), yes, no."},
     )
+    frame_cache: str | None = field(
+        default=None,
+        metadata={"help": "A frame cache folder built with `python -m modeling_mckd.frame_cache` (frames decoded and "
+                  "resized once); clips it lacks are decoded from their files. Default: $MCKD_FRAME_CACHE, if set."},
+    )
     max_decode_failure_fraction: float = field(
         default=0.05,
         metadata={"help": "Fail the run when more than this fraction of clips cannot be decoded."},

@@ -352,7 +352,7 @@ def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: 
         raise ValueError("--init_from_teacher needs --teacher")
     # The trainer reads the train split through this store; a cached teacher encodes the same clips.
     trained_videos = select_videos(train_videos, data_args.max_train_videos)
-    train_store = make_clip_store(trained_videos, processor, data_args.cache_frames)
+    train_store = make_clip_store(trained_videos, processor, data_args.cache_frames, data_args.frame_cache)
     signal = None
     if teacher is not None and distill_args.kd_weight:
         signal = build_teacher_signal(teacher, teacher_processor, distill_args, trained_videos, train_store,

@@ -65,9 +65,10 @@ def select_videos(videos, limit: int | None):
     return videos.select(range(min(limit, len(videos)))) if limit else videos
 
 
-def make_clip_store(videos, processor, cache_policy: str) -> ClipStore:
-    """A split's clip reader for ``processor``'s input mode, caching decoded clips as ``cache_policy`` says."""
-    store = ClipStore(videos, input_mode=processor.video_processor.input_mode)
+def make_clip_store(videos, processor, cache_policy: str, frame_cache: str | None = None) -> ClipStore:
+    """A split's clip reader for ``processor``'s input mode, caching decoded frames as ``cache_policy`` says and
+    reading a prebuilt ``frame_cache`` folder when given (None: ``$MCKD_FRAME_CACHE``)."""
+    store = ClipStore(videos, input_mode=processor.video_processor.input_mode, frame_cache=frame_cache)
     store.cache = choose_cache(store, cache_policy)
     return store
 
@@ -231,7 +232,8 @@ class RetrievalTrainer:
         if teacher_inputs is not None:
             inputs["teacher"] = teacher_inputs
         self.train_videos = select_videos(datasets[data_args.train_split], data_args.max_train_videos)
-        self.train_store = train_store or make_clip_store(self.train_videos, processor, data_args.cache_frames)
+        self.train_store = train_store or make_clip_store(self.train_videos, processor, data_args.cache_frames,
+                                                          data_args.frame_cache)
         if len(self.train_store) != len(self.train_videos):
             raise ValueError(f"train_store holds {len(self.train_store)} videos, the train split {len(self.train_videos)}")
         self.train_set = RetrievalTrainSet(
@@ -245,7 +247,8 @@ class RetrievalTrainer:
     def eval_data(self, split: str):
         if split not in self.stores:
             videos = select_videos(self.datasets[split], self.data_args.max_eval_videos)
-            self.stores[split] = (videos, make_clip_store(videos, self.processor, self.data_args.cache_frames))
+            store = make_clip_store(videos, self.processor, self.data_args.cache_frames, self.data_args.frame_cache)
+            self.stores[split] = (videos, store)
         return self.stores[split]
 
     def evaluate(self, split: str, with_parts: bool = False) -> dict[str, float]:

@@ -22,7 +22,6 @@ DESCRIPTION = "The built-in synthetic text-video retrieval benchmark (the projec
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: every :class:`SyntheticConfig` field is a flag, plus output and run options."""
     parser = argparse.ArgumentParser(
-        prog="python -m dataset_scripts.synthetic",
         description=DESCRIPTION + " Writes DIR/videos/*.mp4, DIR/audio/*.npy, DIR/MSRVTT_data.json and "
         "DIR/dataset (a DatasetDict for datasets.load_from_disk).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
