@@ -91,7 +91,7 @@ def student_loss_and_grads(rows):
     teacher = {name: F.normalize(torch.randn(GLOBAL_BATCH, OUT_DIM, generator=generator, dtype=torch.float64), dim=-1)
                for name in ("text", "video")}
     ids = torch.tensor(STUDENT_IDS)[rows]
-    loss = (RankingLoss(margin=0.2, max_violation=True)(text, video, ids=ids)
+    loss = (RankingLoss(margin=0.2, negatives="hardest")(text, video, ids=ids)
             + DistillationLoss(mode="kl", temperature=0.05)(text, video, teacher["text"][rows], teacher["video"][rows])
             + DiscriminationLoss(temperature=0.05)(text, video, ids=ids))
     loss.backward()

@@ -200,18 +200,20 @@ def test_synthetic_refuses_the_current_directory_with_files(tmp_path, monkeypatc
     before = snapshot(work)
     assert synthetic.main(["--output_dir", ".", *SYNTHETIC_TINY]) == 2
     assert synthetic.main(["--output_dir", str(foreign_folder(tmp_path / "mine")), *SYNTHETIC_TINY]) == 2
-    assert "not a synthetic benchmark folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is the current directory" in err and "synthetic benchmark folder" in err
     assert snapshot(work) == before
 
 
-@pytest.mark.xfail(strict=True, reason="synthetic.py (not this worktree's file) lets --overwrite rmtree "
-                   "videos/, audio/, dataset/ of any folder, the current directory included; see the report")
-def test_synthetic_overwrite_never_deletes_the_current_directorys_folders(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", [".", "elsewhere"])
+def test_synthetic_overwrite_never_deletes_a_folder_it_did_not_write(tmp_path, monkeypatch, where):
     from modeling_mckd.data_prep import synthetic
 
     work = tmp_path / "work"
     (work / "videos").mkdir(parents=True)
     (work / "videos" / "holiday.mp4").write_bytes(b"my video")
-    monkeypatch.chdir(work)
-    synthetic.main(["--output_dir", ".", "--overwrite", *SYNTHETIC_TINY])
+    monkeypatch.chdir(work if where == "." else tmp_path)
+    code = synthetic.main(["--output_dir", "." if where == "." else str(work), "--overwrite", *SYNTHETIC_TINY])
+    assert code != 0
     assert (work / "videos" / "holiday.mp4").read_bytes() == b"my video"
+    assert sorted(p.name for p in work.rglob("*")) == ["holiday.mp4", "videos"]

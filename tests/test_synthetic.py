@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from modeling_mckd.data_prep import synthetic
+from modeling_mckd.output_guard import OutputFolderError
 from modeling_mckd.data_prep.synthetic import (
     COLOUR_MATERIALS,
     MATERIALS,
@@ -168,14 +169,16 @@ def test_reuse_overwrite_and_refusal(tiny, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(SyntheticOutputExistsError, match="not a synthetic benchmark folder"):
-        generate_synthetic(foreign, SyntheticConfig(**{**TINY, "num_train": 2, "num_val": 1, "num_test": 1}))
-    # --overwrite replaces only what the generator writes.
-    result = generate_synthetic(foreign, SyntheticConfig(**small), overwrite=True)
-    assert (foreign / "notes.txt").read_text() == "mine"
-    assert {split: len(result[split]) for split in result} == {"train": 2, "validation": 1, "test": 1}
-    result = generate_synthetic(foreign, SyntheticConfig(**{**small, "num_train": 3}), overwrite=True)
-    assert len(result["train"]) == 3 and len(list((foreign / "videos").iterdir())) == 5
+    # A folder the generator did not write is refused, --overwrite or not: its videos/ would be deleted.
+    for overwrite in (False, True):
+        with pytest.raises(OutputFolderError, match="synthetic benchmark folder"):
+            generate_synthetic(foreign, SyntheticConfig(**small), overwrite=overwrite)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    # --overwrite regenerates a synthetic folder of another config, replacing only what the generator writes.
+    (damaged / "notes.txt").write_text("mine")
+    result = generate_synthetic(damaged, SyntheticConfig(**{**small, "num_train": 3}), overwrite=True)
+    assert (damaged / "notes.txt").read_text() == "mine"
+    assert len(result["train"]) == 3 and len(list((damaged / "videos").iterdir())) == 5
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ...output_guard import check_output_dir
 from .annotations import build_annotations
 from .audio import audio_features, synthesize_waveform
 from .config import ANNOTATION_NAME, GENERATOR_VERSION, MANIFEST_NAME, SyntheticConfig, SyntheticOutputExistsError
@@ -132,17 +133,16 @@ _OWN_ENTRIES = ("videos", "audio", ANNOTATION_NAME, "dataset", MANIFEST_NAME)
 
 
 def _prepare_output_dir(output_dir: Path, config: SyntheticConfig, overwrite: bool) -> None:
-    """Empty our own entries of ``output_dir``, refusing to clobber anything we did not write."""
+    """Empty our own entries of ``output_dir``, refusing to clobber anything we did not write.
+
+    ``overwrite`` regenerates a synthetic benchmark folder of another config; it never makes a folder that
+    holds no manifest (the current directory, a user's folder) ours to empty."""
     if output_dir.exists() and not output_dir.is_dir():
         raise SyntheticOutputExistsError(f"{output_dir}: exists and is not a directory")
+    check_output_dir(output_dir, is_own=lambda folder: _read_manifest(folder) is not None,
+                     expected=f"an empty folder or a synthetic benchmark folder (with {MANIFEST_NAME})")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         manifest = _read_manifest(output_dir)
-        if manifest is None:
-            raise SyntheticOutputExistsError(
-                f"{output_dir}: not empty and holds no {MANIFEST_NAME} (not a synthetic benchmark folder); "
-                "choose another --output_dir, or pass --overwrite to replace its videos/, audio/, dataset/ "
-                "and annotations"
-            )
         if manifest.get("complete") is True and manifest.get("config_hash") != config.config_hash():
             old = manifest.get("config") or {}
             changed = sorted(key for key, value in config.to_dict().items() if old.get(key) != value)
