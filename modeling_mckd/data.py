@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
-from .processing_mckd import pad_and_stack_sequences
+from .processing_mckd import load_feature_file, pad_and_stack_sequences
 from .video_io import FrameIndex, VideoDecodeError, frame_index, read_frames
 
 
@@ -147,10 +147,7 @@ class ClipStore:
         if path is None:
             return None
         if index not in self._audio:
-            array = np.load(path, allow_pickle=False)
-            if array.ndim != 2:
-                raise ValueError(f"{path}: audio features must have shape (T, D), got {array.shape}")
-            self._audio[index] = array.astype(np.float32)
+            self._audio[index] = load_feature_file(path)
         return self._audio[index]
 
     def estimated_cache_bytes(self) -> int:

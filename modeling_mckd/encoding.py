@@ -2,8 +2,9 @@
 
 Training (the teacher's caches), evaluation (each epoch and at the end) and the benchmarks all go
 through these functions: one path from a clip to an embedding (`RetrievalVideoSet` reads and
-samples it, `VideoCollator` preprocesses the batch, the model's `get_video_feature_parts` and
-`fuse_video_parts` embed it). Text is tokenised to the model's own ``config.max_text_length``.
+samples it, `VideoCollator` preprocesses the batch, `embed_video_inputs` runs the model's
+`get_video_features`, or `get_video_feature_parts` and `fuse_video_parts` for the parts). Search reads files itself (decoding threads, failures
+reported per file) but embeds through `embed_processed_videos`, the same batching and model call. Text is tokenised to the model's own ``config.max_text_length``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data import ClipStore, RetrievalVideoSet, VideoCollator
+from .data import ClipStore, RetrievalVideoSet, VideoCollator, model_inputs
 from .retrieval import evaluate_retrieval
 
 
@@ -65,13 +66,32 @@ def encode_video_parts(model, processor, store: ClipStore, batch_size: int, devi
     with_parts = bool(model.config.fuse_modalities) and not fused_only
     chunks, failed = {}, 0
     for batch in loader:
-        inputs = {k: v.to(device) for k, v in batch["model"].items()}
-        parts = model.get_video_feature_parts(**inputs)
-        embeddings = {"video": model.fuse_video_parts(parts), **(parts if with_parts else {})}
-        for name, value in embeddings.items():
-            chunks.setdefault(name, []).append(value.float().cpu())
+        for name, value in embed_video_inputs(model, batch["model"], device, with_parts=with_parts).items():
+            chunks.setdefault(name, []).append(value)
         failed += int(batch["num_failed"])
     return {name: torch.cat(values) for name, values in chunks.items()}, failed
+
+
+@torch.no_grad()
+def embed_video_inputs(model, inputs: dict[str, torch.Tensor], device, with_parts: bool = False) -> dict[str, torch.Tensor]:
+    """``{"video": (B, D)}`` float32 on CPU (and each part, with ``with_parts``) from one batch of model inputs
+    (`data.model_inputs`' output): the one place a clip's embedding is computed."""
+    model = unwrap_model(model)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    if with_parts:
+        parts = model.get_video_feature_parts(**inputs)
+        embeddings = {"video": model.fuse_video_parts(parts), **parts}
+    else:  # the same computation (get_video_features fuses get_video_feature_parts' output)
+        embeddings = {"video": model.get_video_features(**inputs)}
+    return {name: value.float().cpu() for name, value in embeddings.items()}
+
+
+@torch.no_grad()
+def embed_processed_videos(model, processor, processed: list[dict], device) -> torch.Tensor:
+    """(B, D) float32 embeddings, on CPU, of clips already processed one by one (`data.process_sampled` /
+    `data.process_clip`: ``{"clip": tensor, "audio": tensor}``), batched by `data.model_inputs` as evaluation
+    batches them. Search embeds its files with this, so an index holds what `encode_videos` gives."""
+    return embed_video_inputs(model, model_inputs(processor, processed, None, 0), device)["video"]
 
 
 def evaluate_split(model, processor, videos, store: ClipStore, *, batch_size: int, device, num_workers: int = 0,
@@ -97,5 +117,5 @@ def evaluate_split(model, processor, videos, store: ClipStore, *, batch_size: in
     return metrics
 
 
-__all__ = ["encode_texts", "encode_video_parts", "encode_videos", "evaluate_split", "fuses_audio", "unwrap_model",
-           "uses_audio"]
+__all__ = ["embed_processed_videos", "embed_video_inputs", "encode_texts", "encode_video_parts", "encode_videos",
+           "evaluate_split", "fuses_audio", "unwrap_model", "uses_audio"]

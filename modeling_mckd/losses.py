@@ -1,5 +1,9 @@
 """MCKD losses: standalone ``nn.Module`` s on embeddings (open_clip style).
 
+One file on purpose (over ~600 lines): open_clip keeps every loss and its gather helpers in one
+``loss.py``, and these share the gather contract, the multi-positive ``ids`` convention and the
+notation below; split, each file would have to repeat them.
+
 They know nothing of the models: they take L2-normalised embeddings (and, where relevant, the
 already-exponentiated logit scale) and return a scalar tensor. Every formula is written out in the
 docstrings and in ``docs/method.md``.

@@ -2,7 +2,9 @@
 
 This file is copied next to the weights by ``save_pretrained`` so that
 ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` works without this package: it imports
-only ``torch``, ``transformers`` and the sibling ``configuration_mckd``.
+only ``torch``, ``transformers`` and the sibling ``configuration_mckd``. That is why it is one file
+over ~600 lines: trust_remote_code copies exactly this file and the config, so the towers cannot live
+in sibling modules of the package.
 """
 
 from __future__ import annotations

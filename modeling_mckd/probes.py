@@ -159,7 +159,7 @@ def frame_statistics(frames: np.ndarray, grid: int = 4) -> np.ndarray:
 def load_modality(split_dataset, modality: str) -> np.ndarray:
     """One flattened feature row per clip of a ``datasets.Dataset`` split.
 
-    ``"audio"``: the ``audio`` column's ``.npy`` files (read with ``allow_pickle=False``; every
+    ``"audio"``: the ``audio`` column's ``.npy`` files (read by ``processing_mckd.load_feature_file``, never unpickled; every
     clip must have one of the same shape). ``"frames"``: :func:`frame_statistics` of the decoded
     ``video`` files.
     """
@@ -176,7 +176,9 @@ def load_modality(split_dataset, modality: str) -> np.ndarray:
                 "one per clip"
             )
         if modality == "audio":
-            array = np.load(path, allow_pickle=False)
+            from modeling_mckd.processing_mckd import load_feature_file
+
+            array = load_feature_file(path)
         else:
             from modeling_mckd.video_io import read_frames
 

@@ -272,14 +272,34 @@ def _as_list(items, item_ndim: int) -> list:
     return items
 
 
+def load_feature_file(path: str | os.PathLike, feature_dim: int | None = None, what: str = "audio features") -> np.ndarray:
+    """A ``.npy`` file of per-time-step features -> float32 (T, D) with T >= 1 (and D == ``feature_dim`` if given).
+
+    The one reader of audio (and other per-clip) feature files for the package: datasets, search, the
+    processor and the probes. Never unpickles (the file may be untrusted); a bad file is a ValueError that
+    names it and says what was expected.
+    """
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise ValueError(f"{what} file {str(path)!r}: expected a .npy array (T, D)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # pickled objects, truncated or not .npy at all
+        raise ValueError(f"{what} file {str(path)!r} is not a readable numeric .npy array: {error}") from error
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise ValueError(f"{what} file {str(path)!r} has shape {array.shape}, expected (T, D) with T >= 1")
+    if feature_dim is not None and array.shape[1] != feature_dim:
+        raise ValueError(f"{what} file {str(path)!r} has shape {array.shape}, expected (T, {feature_dim})")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"{what} file {str(path)!r} holds {array.dtype} values, expected real numbers")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def _load_feature_array(item) -> np.ndarray:
     if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if path.suffix != ".npy":
-            raise ValueError(f"Feature files must be .npy arrays (T, D), got {str(path)!r}.")
-        if not path.is_file():
-            raise FileNotFoundError(f"Feature file {str(path)!r} does not exist.")
-        return np.load(path, allow_pickle=False)  # never unpickle: the file may be untrusted
+        return load_feature_file(item, what="feature")
     if isinstance(item, torch.Tensor):
         return item.detach().cpu().float().numpy()
     return np.asarray(item)
@@ -372,4 +392,4 @@ class MCKDProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values_videos", "video_features", "video_mask", "audio_features", "audio_mask"]
 
 
-__all__ = ["MCKDProcessor", "MCKDVideoProcessor", "pad_and_stack_sequences"]
+__all__ = ["MCKDProcessor", "MCKDVideoProcessor", "load_feature_file", "pad_and_stack_sequences"]

@@ -1,5 +1,10 @@
 """Exact, chunked retrieval metrics: R@K, median / mean rank, mAP, rsum, plus DSL and QB-Norm.
 
+One file over ~600 lines, for now: the conventions below govern both halves, the chunked ranking
+engine (input checks, relevant sets, counting kernels, score sources) and the public metrics, and
+tests switch the engine's kernel through this module (``_CPU_COUNT_WITH_NUMPY``). The natural split,
+not done yet: the engine to ``ranking.py``, re-exported here.
+
 Conventions (the ones text-video retrieval papers report):
 
 * A query's **rank** is 0-based: the number of gallery items placed ahead of its best-ranked

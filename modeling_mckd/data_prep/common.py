@@ -1,5 +1,10 @@
 """Shared schema and helpers of the dataset preparation CLIs.
 
+One file over ~600 lines, for now: the sharing half (media records, shareable copies, dataset card,
+export, push, ``write_dataset_dict``) needs the schema (``SPLITS``, ``validate_rows``) and the CLI half
+needs the writing, so a split that keeps these names importable from here without an import cycle is
+three modules (schema <- sharing <- common re-exporting both); not done yet.
+
 Every preparation script turns the files a benchmark is distributed with into one
 ``datasets.DatasetDict`` with the columns of :data:`DATASET_FEATURES` (one row per video) and
 writes it with :func:`write_dataset_dict`. :func:`expand_captions` turns such a split into one row

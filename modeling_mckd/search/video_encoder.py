@@ -12,25 +12,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..processing_mckd import pad_and_stack_sequences
+from ..data import process_sampled
+from ..encoding import embed_processed_videos, fuses_audio
+from ..processing_mckd import load_feature_file
 from ..video_io import VideoDecodeError
 from .index_format import DEFAULT_DECODE_WORKERS, VIDEO_EXTENSIONS, IndexError_, IndexNotFoundError
 
 logger = logging.getLogger(__name__)
-
-
-def fuses_audio(model) -> bool:
-    """Whether the model's video embedding needs the clip's audio (``config.fuse_modalities``).
-
-    Read here from the config rather than imported from ``training``, so that search does not load
-    the training stack for this check.
-    """
-    model = model.module if hasattr(model, "module") else model
-    return "audio" in (model.config.fuse_modalities or [])
 
 
 def _resolve_model_ref(model: str | os.PathLike) -> str:
@@ -148,31 +139,22 @@ class VideoEncoder:
         return audio_path_for(self.audio_dir, video_id) if self.fuses_audio else None
 
     def load_item(self, path: Path, video_id: str) -> dict:
-        """Decode and preprocess one clip (and its audio); raises on any problem with the file."""
-        video_processor = self.processor.video_processor
-        frames = video_processor.load_frames(str(path), training=False)
-        item = {"clip": video_processor.preprocess_frames(frames, training=False)}
+        """Decode and preprocess one clip (and its audio) as evaluation does; raises on any problem with the file."""
+        frames = self.processor.video_processor.load_frames(str(path), training=False)
+        audio = None
         if self.fuses_audio:
             audio_file = self.audio_file(video_id)
             if audio_file is None:
                 raise FileNotFoundError(f"no audio features {Path(video_id).stem}.npy in {self.audio_dir}")
-            audio = np.load(audio_file, allow_pickle=False)  # never unpickle: the file may be untrusted
-            if audio.ndim != 2 or audio.shape[0] == 0 or audio.shape[1] != self.audio_feature_dim:
-                raise ValueError(
-                    f"audio features {audio_file} have shape {audio.shape}, expected (T, {self.audio_feature_dim})"
-                )
-            item["audio"] = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        return item
+            audio = load_feature_file(audio_file, feature_dim=self.audio_feature_dim)
+        # per clip, in the decoding thread, so that a file that cannot be preprocessed fails alone
+        return process_sampled(self.processor, frames, audio, training=False, rng=None)
 
-    @torch.no_grad()
     def embed_items(self, items: Sequence[dict]) -> torch.Tensor:
-        """(B, D) float32 L2-normalised embeddings of preprocessed items, on CPU."""
-        clips, mask = self.processor.video_processor.pad_and_stack([item["clip"] for item in items])
-        inputs = {"pixel_values_videos": clips.to(self.device), "video_mask": mask.to(self.device)}
-        if self.fuses_audio:
-            audio, audio_mask = pad_and_stack_sequences([item["audio"] for item in items])
-            inputs["audio_features"], inputs["audio_mask"] = audio.to(self.device), audio_mask.to(self.device)
-        return F.normalize(self.model.get_video_features(**inputs).float(), dim=-1).cpu()
+        """(B, D) float32 L2-normalised embeddings of preprocessed items, on CPU: `encoding.embed_processed_videos`,
+        normalised again only for a model that does not normalise its embeddings (the index searches by inner product)."""
+        embeddings = embed_processed_videos(self.model, self.processor, list(items), self.device)
+        return embeddings if self.model.config.normalize_embeddings else F.normalize(embeddings, dim=-1)
 
     def try_load(self, path: Path, video_id: str) -> tuple[dict | None, str | None]:
         """``(item, None)``, or ``(None, why)`` for a file that cannot be used."""
