@@ -13,6 +13,8 @@ bf16 (autocast, as ``accelerate --mixed_precision bf16``) on CUDA when present, 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the step (weights, optimiser state, activations);
 on CPU the growth of the resident set over the step above its level before it, sampled every 2 ms from
 /proc/self/statm (activations and gradients; the weights were already resident).
+Caveat: on CPU this is a per-model figure only for the first model of a run; a later one reuses memory the
+allocator kept from the earlier ones and reads low (run one model per process to compare; not automated yet).
 """
 
 from __future__ import annotations
