@@ -57,6 +57,15 @@ ROWS = (
     Row("MCKD full (teacher towers)", True, True, True, "distillation"),
 )
 ROWS_BY_NAME = {row.name: row for row in ROWS}
+# Every protocol has these; the "(teacher towers)" rows complete the 2x2 and are needed only when the student
+# config starts from a teacher tower (the headline then compares at that initialisation).
+REQUIRED_ROWS = tuple(row.name for row in ROWS if not row.teacher_towers)
+
+
+def rows_named(names) -> list[Row]:
+    """The rows among ``names``, in table order (ROWS)."""
+    names = set(names)
+    return [row for row in ROWS if row.name in names]
 
 # What each family's grid may vary: the learning rate and that row's own loss settings.
 TUNABLE = {
@@ -73,6 +82,18 @@ def headline_rows(teacher_towers: bool) -> tuple[Row, list[Row]]:
     full = next(r for r in ROWS if r.distillation and r.teacher_towers == teacher_towers)
     baselines = [r for r in ROWS if not r.distillation and r.teacher_towers == teacher_towers]
     return full, baselines
+
+
+def check_rows_for_headline(row_names, headline_teacher_towers: bool, where: str) -> None:
+    """A headline at the teacher-tower initialisation needs the tower rows (the 2x2) in the grid or frozen file."""
+    if not headline_teacher_towers:
+        return
+    full, baselines = headline_rows(True)
+    missing = [r.name for r in (full, *baselines) if r.name not in set(row_names)]
+    if missing:
+        raise ValueError(f"{where}: the student config starts from a teacher tower (init_from_teacher), so the "
+                         f"headline compares at that initialisation and needs the rows {missing}; add them "
+                         "(the 2x2) or set init_from_teacher to none in the student config")
 
 
 def row_overrides(row: Row, config_init_from_teacher: str) -> list[str]:
@@ -102,6 +123,11 @@ class ProtocolSpec:
     tuning_seeds: list[int]
     grid: dict[str, dict[str, list]]
     benchmark: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> list[Row]:
+        """The rows this protocol runs, in table order."""
+        return rows_named(self.grid)
 
     def points(self, row_name: str) -> list[dict[str, Any]]:
         return grid_points(self.grid[row_name])
@@ -166,12 +192,13 @@ def load_protocol(path: str | Path) -> ProtocolSpec:
     grid = data.get("grid")
     if not isinstance(grid, dict):
         raise ValueError(f"{path}: grid: expected a mapping of row name to its axes, got {type(grid).__name__}")
-    missing, extra = [r.name for r in ROWS if r.name not in grid], sorted(set(grid) - set(ROWS_BY_NAME))
+    missing, extra = [n for n in REQUIRED_ROWS if n not in grid], sorted(set(grid) - set(ROWS_BY_NAME))
     if missing or extra:
-        raise ValueError(f"{path}: grid: rows missing {missing}, unknown {extra}; expected exactly {[r.name for r in ROWS]}")
-    for row in ROWS:
+        raise ValueError(f"{path}: grid: rows missing {missing}, unknown {extra}; expected {list(REQUIRED_ROWS)}, "
+                         f"optionally with {[r.name for r in ROWS if r.name not in REQUIRED_ROWS]}")
+    for row in rows_named(grid):
         _check_row_grid(path, row, grid[row.name])
-    sizes = {row.name: len(grid_points(grid[row.name])) for row in ROWS}
+    sizes = {row.name: len(grid_points(grid[row.name])) for row in rows_named(grid)}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"{path}: grid: every student row gets the same tuning budget, but the rows have "
                          f"{sizes} points")
@@ -237,7 +264,9 @@ def read_frozen(path: str | Path) -> dict:
     for key in ("tuning_seeds", "num_train_epochs", "selection_metric", "rows", "benchmark"):
         if key not in data:
             raise ValueError(f"{path}: missing field {key!r}")
-    for row in ROWS:
+    if not isinstance(data["rows"], dict) or set(data["rows"]) - set(ROWS_BY_NAME):
+        raise ValueError(f"{path}: rows: expected a mapping of known row names {list(ROWS_BY_NAME)}")
+    for row in rows_named([*REQUIRED_ROWS, *data["rows"]]):
         settings = data["rows"].get(row.name, {}).get("settings")
         if not isinstance(settings, dict):
             raise ValueError(f"{path}: rows[{row.name!r}].settings: expected the chosen settings (a mapping)")
@@ -476,7 +505,7 @@ def judge_goals(per_seed: dict[int, dict[str, dict]], headline_teacher_towers: b
     verdicts = [
         judge_headline(r1(full_row.name), r1(baseline_name), baseline_name, full_row.name),
         judge_ranking(r1(full_row.name), r1(RANKING_ONLY)),
-        judge_teacher(per_seed, [r.name for r in ROWS]),
+        judge_teacher(per_seed, [r.name for r in rows_named(per_seed[seeds[0]])]),
     ]
     if all("clips_per_s" in per_seed[s][full_row.name] for s in seeds):
         verdicts.append(judge_speed([per_seed[s][full_row.name]["clips_per_s"] for s in seeds],
@@ -490,6 +519,7 @@ def best_baseline(frozen: dict, headline_teacher_towers: bool) -> str:
     """The no-distillation row with the headline's initialisation whose chosen point scored best on validation
     (tuning seeds): chosen before any test number exists."""
     _, candidates = headline_rows(headline_teacher_towers)
+    check_rows_for_headline(frozen["rows"], headline_teacher_towers, "frozen file")
     return max(candidates, key=lambda r: frozen["rows"][r.name]["validation_mean"]).name
 
 
@@ -543,7 +573,7 @@ def format_paired_table(per_seed: dict[int, dict[str, dict]], full_name: str, ke
     """Full MCKD minus each other student, per seed: the mean, the 95 % CI and the wins."""
     seeds = list(per_seed)
     rows = []
-    for row in ROWS:
+    for row in rows_named(per_seed[seeds[0]]):
         if row.name == full_name:
             continue
         pair = paired_difference([per_seed[s][full_name][key] for s in seeds], [per_seed[s][row.name][key] for s in seeds])

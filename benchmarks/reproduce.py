@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mckd_protocol as protocol  # noqa: E402
-from mckd_protocol import ROWS, TEACHER  # noqa: E402
+from mckd_protocol import TEACHER  # noqa: E402
 from modeling_mckd.arguments import (  # noqa: E402
     DataArguments,
     DistillArguments,
@@ -175,14 +175,14 @@ class Phases:
     def tune(self, spec: protocol.ProtocolSpec, tuning_seeds: list[int]) -> dict:
         out = Path(self.args.output_dir)
         metric = f"validation_{spec.selection_metric}"
-        scores = {row.name: [[] for _ in spec.points(row.name)] for row in ROWS}
+        scores = {row.name: [[] for _ in spec.points(row.name)] for row in spec.rows}
         teacher_validation = {}
         for seed in tuning_seeds:
             root = out / "tuning" / f"seed-{seed}"
             teacher_dir, teacher_result = self.teacher(root, seed, spec.benchmark, spec.teacher_epochs, tuning=True)
             teacher_validation[seed] = teacher_result.get(metric)
             jobs = {}
-            for row in ROWS:
+            for row in spec.rows:
                 for index, point in enumerate(spec.points(row.name)):
                     jobs[(row.name, index)] = self.student_argv(
                         row, point, root / row.slug / f"point-{index}", teacher_dir, seed, spec.benchmark,
@@ -192,7 +192,7 @@ class Phases:
                     raise RuntimeError(f"tuning run {name} point {index} (seed {seed}) returned test metrics")
                 scores[name][index].append(float(result[metric]))
         rows = {}
-        for row in ROWS:
+        for row in spec.rows:
             points = spec.points(row.name)
             chosen = protocol.select_best(scores[row.name])
             rows[row.name] = {
@@ -216,12 +216,12 @@ class Phases:
         teacher_dir, teacher_result = self.teacher(root, seed, benchmark, frozen.get("teacher_epochs"), tuning=False)
         jobs = {row.name: self.student_argv(row, frozen["rows"][row.name]["settings"], root / row.slug, teacher_dir,
                                             seed, benchmark, frozen["num_train_epochs"], tuning=False)
-                for row in ROWS}
+                for row in protocol.rows_named(frozen["rows"])}
         results = {TEACHER: teacher_result, **self.run_students(seed, jobs)}
         dataset_dir = Path(self.args.synthetic_dir) / f"seed-{seed}" / "dataset"
         hard_videos = self.hard_videos(dataset_dir)
         rows = {}
-        for name in [TEACHER, *(row.name for row in ROWS)]:  # table order
+        for name in [TEACHER, *(row.name for row in protocol.rows_named(frozen["rows"]))]:  # table order
             folder = teacher_dir if name == TEACHER else root / protocol.ROWS_BY_NAME[name].slug
             rows[name] = {**results[name], **self.measure_fn(folder, dataset_dir, hard_videos)}
             check = rows[name].pop("full_t2v_R@1", None)
@@ -429,11 +429,13 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
     start = time.time()
     if args.frozen:
         frozen = protocol.read_frozen(args.frozen)  # the grid file is not read at all
+        protocol.check_rows_for_headline(frozen["rows"], bool(Phases.config_init_from_teacher()), args.frozen)
         tuning_minutes = None
         if args.tuning_seeds and sorted(args.tuning_seeds) != sorted(frozen["tuning_seeds"]):
             raise ValueError(f"--tuning_seeds {args.tuning_seeds} differ from {args.frozen}'s {frozen['tuning_seeds']}")
     else:
         spec = protocol.load_protocol(args.protocol)
+        protocol.check_rows_for_headline(spec.grid, bool(Phases.config_init_from_teacher()), args.protocol)
         tuning_seeds = args.tuning_seeds or spec.tuning_seeds
         protocol.check_seeds_disjoint(args.seeds, tuning_seeds)  # before any training
         frozen = phases.tune(spec, tuning_seeds)

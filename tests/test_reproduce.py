@@ -72,19 +72,38 @@ def test_row_overrides_switch_losses_and_towers(proto):
 
 
 def test_shipped_grids_give_every_row_the_same_budget(proto):
-    for name, size in (("protocol.yaml", 4), ("protocol_quick.yaml", 2)):
+    # the default grid has the three rows at the config's initialisation (from scratch); the quick one the 2x2
+    for name, size, rows in (("protocol.yaml", 4, proto.REQUIRED_ROWS), ("protocol_quick.yaml", 2, ROW_NAMES)):
         spec = proto.load_protocol(REPO / "configs" / name)
-        assert {len(spec.points(row)) for row in ROW_NAMES} == {size}, name
-        assert all(spec.points(row) for row in ROW_NAMES)
+        assert [row.name for row in spec.rows] == list(rows), name
+        assert {len(spec.points(row)) for row in rows} == {size}, name
     spec = proto.load_protocol(REPO / "configs" / "protocol.yaml")
     assert spec.tuning_seeds == [100] and spec.selection_metric == "rsum"
     assert spec.points("ranking-only") == [
-        {"learning_rate": 0.0005, "ranking_negatives": "hardest", "ranking_warmup_epochs": 4},
-        {"learning_rate": 0.0005, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
-        {"learning_rate": 0.001, "ranking_negatives": "hardest", "ranking_warmup_epochs": 4},
+        {"learning_rate": 0.001, "ranking_negatives": "hardest", "ranking_warmup_epochs": 12},
         {"learning_rate": 0.001, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
+        {"learning_rate": 0.002, "ranking_negatives": "hardest", "ranking_warmup_epochs": 12},
+        {"learning_rate": 0.002, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
     ]
-    assert spec.points("MCKD full")[1] == {"learning_rate": 0.0005, "kd_weight": 2.0}
+    assert spec.points("MCKD full")[1] == {"learning_rate": 0.001, "kd_weight": 2.0}
+    # the shipped student starts from scratch, so the default grid needs no tower rows
+    proto.check_rows_for_headline(spec.grid, False, "protocol.yaml")
+
+
+def test_tower_rows_are_needed_only_for_a_tower_headline(proto, tmp_path):
+    grid = _equal_grid()
+    for name in ("ranking + discrimination (teacher towers)", "MCKD full (teacher towers)"):
+        del grid[name]
+    spec = proto.load_protocol(_grid_file(tmp_path, grid))
+    assert [r.name for r in spec.rows] == ["ranking-only", "ranking + discrimination", "MCKD full"]
+    proto.check_rows_for_headline(spec.grid, False, "grid.yaml")
+    with pytest.raises(ValueError, match=r"grid.yaml: .*init_from_teacher.*'MCKD full \(teacher towers\)', "
+                                         r"'ranking \+ discrimination \(teacher towers\)'"):
+        proto.check_rows_for_headline(spec.grid, True, "grid.yaml")
+    # one tower row without the other is still a budget-checked row of its own
+    grid["MCKD full (teacher towers)"] = {"kd_weight": [1.0]}
+    with pytest.raises(ValueError, match="same tuning budget"):
+        proto.load_protocol(_grid_file(tmp_path, grid))
     # the quick grid runs on a package without the new ranking options
     quick = proto.load_protocol(REPO / "configs" / "protocol_quick.yaml")
     assert not any("ranking_" in key for row in ROW_NAMES for p in quick.points(row) for key in p)
@@ -302,6 +321,24 @@ def test_reported_phase_reads_only_the_frozen_file(reproduce, tmp_path):
     assert full[0]["distill_args"].kd_weight == 3.5
 
 
+def test_reported_phase_runs_the_frozen_rows_only(reproduce, tmp_path):
+    """A frozen file without the tower rows (the shipped default): one teacher and the three rows per seed, and the
+    table, paired differences and teacher verdict are over those rows."""
+    recorder = Recorder(reproduce)
+    data = _frozen()
+    for name in ("ranking + discrimination (teacher towers)", "MCKD full (teacher towers)"):
+        del data["rows"][name]
+    frozen = tmp_path / "frozen.json"
+    frozen.write_text(json.dumps(data))
+    reproduce.main(["--frozen", str(frozen), "--seeds", "3", "4", "--output_dir", str(tmp_path / "out"),
+                    "--synthetic_dir", str(tmp_path / "data"), "--results_doc", str(tmp_path / "results.md")],
+                   phases_factory=_phases(reproduce, recorder))
+    assert len(recorder.calls) == 2 * (1 + 3)
+    students = sorted(Path(c["run_args"].output_dir).name for c in recorder.calls if c["role"] == "student")
+    assert students == sorted(["ranking_only", "ranking_discrimination", "mckd_full"] * 2)
+    assert all(c["distill_args"].init_from_teacher == "" for c in recorder.calls if c["role"] == "student")
+
+
 def test_frozen_file_errors_are_clear(proto, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         proto.read_frozen(tmp_path / "missing.json")
@@ -310,6 +347,11 @@ def test_frozen_file_errors_are_clear(proto, tmp_path):
     del data["rows"]["MCKD full"]
     bad.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"rows\['MCKD full'\]\.settings"):
+        proto.read_frozen(bad)
+    data = _frozen()
+    data["rows"]["MCKD lite"] = data["rows"]["MCKD full"]
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="known row names"):
         proto.read_frozen(bad)
 
 
@@ -560,6 +602,6 @@ def test_student_config_is_frames_and_text(reproduce):
 
     config = yaml.safe_load((REPO / "configs" / "synthetic_student.yaml").read_text())
     assert "extra_modalities" not in config["model_overrides"] and "fuse_modalities" not in config["model_overrides"]
-    assert config["kd_parts"] is False and config["init_from_teacher"] == "text"
+    assert config["kd_parts"] is False and config["init_from_teacher"] == ""
     teacher = yaml.safe_load((REPO / "configs" / "synthetic_teacher.yaml").read_text())
     assert teacher["model_overrides"]["fuse_modalities"] == ["audio"]

@@ -403,14 +403,15 @@ def test_two_processes_match_one_process_gradients(tiny_dataset, tmp_path):
     _assert_same_gradients(one, two)
 
 
-# A tiny teacher that fuses the clip's audio, with a GRU text tower like the default student's (so the default
-# student config's init_from_teacher text,audio finds towers of its shapes).
+# A tiny teacher that fuses the clip's audio, with a GRU text tower like the default student's (so
+# init_from_teacher text,audio finds towers of its shapes).
 TINY_AUDIO_TEACHER = {
     "num_frames": 4, "projection_dim": 32, "vision_hidden_size": 16, "temporal_aggregator": "mean",
     "builtin_text_arch": "gru", "text_hidden_size": 32, "text_num_layers": 2,
     "extra_modalities": {"audio": {"feature_dim": "auto"}}, "fuse_modalities": ["audio"],
 }
-# configs/synthetic_student.yaml's model at tiny sizes: frames + text + the fused audio, kd_parts, kl+relation.
+# A student with configs/synthetic_student.yaml's architecture at tiny sizes, plus a fused audio part (so that
+# kd_parts and audio inputs are exercised too; the shipped student is frames + text).
 TINY_DEFAULT_STUDENT = {
     "num_frames": 4, "vision_hidden_size": 8, "vision_num_layers": 3, "vision_frame_difference": True,
     "vision_spatial_pooling": "max", "temporal_aggregator": "gru", "builtin_text_arch": "gru", "text_hidden_size": 32,
@@ -503,7 +504,7 @@ def test_checkpoint_is_renamed_only_after_every_rank_has_written(tmp_path):
 
 
 DISTILLATION_STUDENTS = {
-    # the default student config at tiny sizes (frames + text + fused audio, kd_parts, init_from_teacher text,audio)
+    # the default student config's training settings, a tiny student that fuses audio like its teacher
     "default": ["--config", str(REPO / "configs/synthetic_student.yaml"),
                 "--model_overrides", json.dumps(TINY_DEFAULT_STUDENT)],
     # the plain student preset: frames + text, nothing fused
