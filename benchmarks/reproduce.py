@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mckd_protocol as protocol  # noqa: E402
 from mckd_protocol import TEACHER  # noqa: E402
+from modeling_mckd.visual_part import VISUAL_PART_DIR  # noqa: E402
 from modeling_mckd.arguments import (  # noqa: E402
     DataArguments,
     DistillArguments,
@@ -134,11 +135,23 @@ class Phases:
         argv = ["--config", str(TEACHER_CONFIG), "--output_dir", str(folder), *self.common(seed, benchmark, tuning)]
         if teacher_epochs:
             argv += ["--num_train_epochs", str(teacher_epochs)]
-        if self.args.resume and finished(folder):
+        visual = folder / VISUAL_PART_DIR
+        if self.args.resume and finished(folder) and (finished(visual) or not self.teacher_is_visual_part()):
             print(f"[seed {seed}] reusing the teacher in {folder}", flush=True)
-            return folder, json.loads((folder / "all_results.json").read_text())
-        print(f"[seed {seed}] teacher -> {folder}", flush=True)
-        return folder, self.teacher_fn(argv)
+            result = json.loads((folder / "all_results.json").read_text())
+        else:
+            print(f"[seed {seed}] teacher -> {folder}", flush=True)
+            result = self.teacher_fn(argv)
+        if finished(visual) and self.teacher_is_visual_part():
+            # The teacher config saves the frames + text model inside the fused teacher: that is the teacher the
+            # students distil from and the table reports (its results are the visual part's own retrieval).
+            return visual, json.loads((visual / "all_results.json").read_text())
+        return folder, result
+
+    @staticmethod
+    def teacher_is_visual_part() -> bool:
+        """The teacher config saves its visual part (``save_visual_part``): the protocol's teacher is that part."""
+        return bool(_config_value(TEACHER_CONFIG, "save_visual_part", False))
 
     def student_argv(self, row: protocol.Row, settings: dict, output_dir: Path, teacher_dir: Path, seed: int,
                      benchmark: dict, epochs: float, tuning: bool) -> list[str]:

@@ -163,6 +163,12 @@ class TeacherArguments:
                   "(text-visual, text-audio, visual-audio) next to text-video, so the frames are not left "
                   "untrained behind the audio. false: text-video, text-audio, video-audio."},
     )
+    save_visual_part: bool = field(
+        default=False,
+        metadata={"help": "A model with fuse_modalities: also save its visual part (the frames + text model: the "
+                  "same video and text towers, nothing fused) to OUTPUT/visual_part, with its results. It needs "
+                  "the video file alone; distil from it with --teacher OUTPUT/visual_part."},
+    )
 
 
 # Options of one script only: the other script names them in its error instead of a generic "unknown argument".

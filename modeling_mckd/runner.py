@@ -300,9 +300,17 @@ def run_teacher(model_args: ModelArguments, data_args: DataArguments, run_args: 
         model=model, processor=processor, objective=objective, datasets=datasets,
         run_args=run_args, data_args=data_args, track_config=_flat_config(model_args, data_args, run_args, teacher_args),
     )
+    if teacher_args.save_visual_part and not model.config.fuse_modalities:
+        raise ValueError("--save_visual_part: the model fuses nothing (model_overrides fuse_modalities is empty), "
+                         "so its video embedding already is its visual part")
     summary = trainer.train()
-    return finish_run(trainer, summary, role="teacher", args=(model_args, data_args, run_args, teacher_args),
-                      teacher_part_pairs=teacher_args.teacher_part_pairs)
+    results = finish_run(trainer, summary, role="teacher", args=(model_args, data_args, run_args, teacher_args),
+                         teacher_part_pairs=teacher_args.teacher_part_pairs)
+    if teacher_args.save_visual_part and is_main_process():
+        from .visual_part import save_visual_part
+
+        results["visual_part_dir"] = str(save_visual_part(run_args.output_dir))
+    return results
 
 
 def run_student(model_args: ModelArguments, data_args: DataArguments, run_args: RunArguments,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -246,3 +248,69 @@ def test_student_objective_places_captions_videos_and_parts_among_the_teachers_t
     ranking = RankingLoss(margin=args.ranking_margin, negatives="hardest")(text, fused, ids=rows).item()
     assert logs["loss/distillation_anchor"] == pytest.approx(expected_anchor, rel=1e-5)
     assert loss.item() == pytest.approx(ranking + 2.0 * (in_batch + 0.5 * expected_anchor), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ visual part
+def _saved_fused_model(tmp_path, results=None):
+    from modeling_mckd import MCKDProcessor, MCKDVideoProcessor
+    from modeling_mckd.tokenization import build_word_tokenizer
+
+    torch.manual_seed(0)
+    model = MCKDModel(fused_config(video_input="pixels", video_feature_dim=None, image_size=16)).eval()
+    tokenizer = build_word_tokenizer(["a red ball", "a blue cube rolls"], max_length=8)
+    processor = MCKDProcessor(video_processor=MCKDVideoProcessor(num_frames=4, size=16, crop_size=16),
+                              tokenizer=tokenizer)
+    folder = tmp_path / "teacher"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    if results is not None:
+        (folder / "all_results.json").write_text(json.dumps(results))
+    return model, folder
+
+
+def test_visual_part_is_the_fused_models_visual_embedding_and_needs_no_audio(tmp_path):
+
+    from modeling_mckd.visual_part import save_visual_part
+
+    results = {"validation_t2v_R@1": 7.0, "validation_visual_only_t2v_R@1": 9.0, "validation_audio_only_t2v_R@1": 0.5,
+               "validation_t2v_R@10": 30.0, "validation_num_videos": 250, "test_visual_only_rsum": 150.0,
+               "test_rsum": 140.0, "global_step": 12}
+    model, folder = _saved_fused_model(tmp_path, results)
+    out = save_visual_part(folder)
+    assert out == folder / "visual_part"
+    part = MCKDModel.from_pretrained(out).eval()
+    assert part.config.fuse_modalities == [] and part.config.extra_modalities == {}
+    assert not any(name.startswith("modality_towers.") for name, _ in part.named_parameters())
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.rand(2, 4, 3, 16, 16, generator=generator)
+    audio = torch.randn(2, 7, 5, generator=generator)
+    ids = torch.randint(4, 30, (2, 5), generator=generator)
+    with torch.no_grad():
+        expected = model.get_video_feature_parts(pixels, audio_features=audio)["visual"]
+        got = part.get_video_features(pixels)  # frames alone
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(part.get_text_features(ids), model.get_text_features(ids))
+        assert not torch.allclose(got, model.get_video_features(pixels, audio_features=audio))
+    # its results are the visual part's own, the fused ones kept apart; no fused metric passes as the part's
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["validation_t2v_R@1"] == 9.0 and saved["test_rsum"] == 150.0
+    assert saved["fused_validation_t2v_R@1"] == 7.0 and saved["fused_test_rsum"] == 140.0
+    assert "validation_t2v_R@10" not in saved and saved["validation_num_videos"] == 250
+    assert saved["num_parameters"] == sum(p.numel() for p in part.parameters())
+    assert (out / "README.md").read_text().startswith("---\n") and (out / "tokenizer.json").is_file()
+
+
+def test_visual_part_refuses_an_unfused_model_and_a_foreign_folder(tmp_path):
+    from modeling_mckd.visual_part import save_visual_part
+
+    plain = MCKDModel(fused_config(fuse_modalities=[]))
+    plain.save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="fuses nothing"):
+        save_visual_part(tmp_path / "plain")
+    _, folder = _saved_fused_model(tmp_path)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="not a model folder"):
+        save_visual_part(folder, foreign)
+    assert (foreign / "mine.txt").read_text() == "keep" and len(list(foreign.iterdir())) == 1

@@ -177,11 +177,11 @@ class Recorder:
         self.calls = []
 
     def parse(self, argv):
-        from modeling_mckd.arguments import DataArguments, DistillArguments, ModelArguments, RunArguments
+        from modeling_mckd.arguments import DataArguments, DistillArguments, ModelArguments, RunArguments, TeacherArguments
 
         student = "--teacher" in argv or "synthetic_student.yaml" in " ".join(argv)
         types = (ModelArguments, DataArguments, RunArguments, DistillArguments) if student else \
-            (ModelArguments, DataArguments, RunArguments)
+            (ModelArguments, DataArguments, RunArguments, TeacherArguments)
         # The options another engineer is adding: strip them here so this package's parser accepts the argv.
         clean, skip = [], False
         for item in argv:
@@ -198,7 +198,7 @@ class Recorder:
         parsed = self.parse(argv)
         data_args, run_args = parsed[1], parsed[2]
         self.calls.append({"role": role, "argv": argv, "data_args": data_args, "run_args": run_args,
-                           "distill_args": parsed[3] if len(parsed) > 3 else None})
+                           "distill_args": parsed[3] if role == "student" else None})
         lr = run_args.learning_rate
         # validation prefers lr 1e-3 for every row; teacher 300
         score = 300.0 if role == "teacher" else 200.0 - abs(lr - 1e-3) * 1e4
@@ -605,3 +605,29 @@ def test_student_config_is_frames_and_text(reproduce):
     assert config["kd_parts"] is False and config["init_from_teacher"] == ""
     teacher = yaml.safe_load((REPO / "configs" / "synthetic_teacher.yaml").read_text())
     assert teacher["model_overrides"]["fuse_modalities"] == ["audio"]
+
+
+def test_the_protocols_teacher_is_the_saved_visual_part(reproduce, tmp_path):
+    """configs/synthetic_teacher.yaml saves its visual part: the students get --teacher .../teacher/visual_part and
+    the table reads that folder's results; --resume reuses both only when both are complete."""
+    assert reproduce.Phases.teacher_is_visual_part()
+    calls = []
+
+    def fake_teacher(argv):
+        folder = Path(argv[argv.index("--output_dir") + 1])
+        calls.append(folder)
+        for sub, score in ((folder, 7.0), (folder / "visual_part", 9.0)):
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / "model.safetensors").write_bytes(b"")
+            (sub / "all_results.json").write_text(json.dumps({"validation_t2v_R@1": score}))
+        return {"validation_t2v_R@1": 7.0}
+
+    args = reproduce.build_parser().parse_args(["--resume", "--output_dir", str(tmp_path / "out")])
+    reproduce.resolve_defaults(args)
+    phases = reproduce.Phases(args, teacher_fn=fake_teacher, student_fn=lambda argv: {})
+    folder, result = phases.teacher(tmp_path / "seed-0", 0, {}, None, tuning=False)
+    assert folder == tmp_path / "seed-0" / "teacher" / "visual_part" and result == {"validation_t2v_R@1": 9.0}
+    assert phases.teacher(tmp_path / "seed-0", 0, {}, None, tuning=False)[0] == folder and len(calls) == 1
+    (folder / "model.safetensors").unlink()  # an interrupted export: the teacher is trained again
+    phases.teacher(tmp_path / "seed-0", 0, {}, None, tuning=False)
+    assert len(calls) == 2

@@ -627,3 +627,26 @@ def test_default_configs_let_the_student_start_from_the_teachers_towers(tiny_dat
     assert teacher.config.fuse_modalities == ["audio"]
     assert len(student.modality_towers) == 0
     assert student.config.vision_frame_difference and teacher.config.vision_frame_difference
+
+
+def test_train_saves_the_visual_part_of_a_fused_teacher(tiny_dataset, tmp_path):
+    """--save_visual_part: the frames + text model inside a fused teacher, as its own folder; its results are the
+    teacher's visual_only numbers; a model that fuses nothing is refused before any training."""
+    from modeling_mckd import MCKDModel
+
+    train = load_script("train")
+    output_dir = tmp_path / "teacher"
+    results = train.main(["--model_overrides", json.dumps(TINY_AUDIO_TEACHER), "--save_visual_part", "true",
+                          *common_args(tiny_dataset, output_dir, max_steps=2, eval_strategy="no", test_split="none")])
+    part_dir = output_dir / "visual_part"
+    assert results["visual_part_dir"] == str(part_dir)
+    part = json.loads((part_dir / "all_results.json").read_text())
+    assert part["validation_t2v_R@1"] == results["validation_visual_only_t2v_R@1"]
+    assert part["fused_validation_t2v_R@1"] == results["validation_t2v_R@1"]
+    model = MCKDModel.from_pretrained(part_dir)
+    assert model.config.fuse_modalities == [] and "audio" not in model.config.extra_modalities
+    plain = {k: v for k, v in TINY_AUDIO_TEACHER.items() if k not in ("extra_modalities", "fuse_modalities")}
+    with pytest.raises(ValueError, match="fuses nothing"):
+        train.main(["--model_overrides", json.dumps(plain), "--save_visual_part", "true",
+                    *common_args(tiny_dataset, tmp_path / "plain", max_steps=1)])
+    assert not (tmp_path / "plain" / "model.safetensors").exists()
