@@ -387,9 +387,17 @@ def probe_lines(per_seed: dict, synthetic_dir: Path) -> list[str]:
             values.append(protocol.probe_r1(result))
         except Exception as error:  # the probe is another module's: report its failure, keep the table
             return [f"Bag-of-words → audio probe: failed ({type(error).__name__}: {error})."]
-    teacher = [per_seed[s][TEACHER]["test_t2v_R@1"] for s in per_seed]
-    return [f"Bag-of-words → audio probe (text alone, linear, no frames), test t2v R@1: {protocol.mean_std(values)} "
-            f"(per seed {', '.join(f'{v:.2f}' for v in values)}); teacher {protocol.mean_std(teacher)}."]
+    def teacher(key):
+        values = [per_seed[s][TEACHER].get(key) for s in per_seed]
+        return None if any(v is None for v in values) else protocol.mean_std(values)
+
+    line = (f"Bag-of-words → audio probe (text alone, linear, no frames), test t2v R@1: {protocol.mean_std(values)} "
+            f"(per seed {', '.join(f'{v:.2f}' for v in values)}); teacher {teacher('test_t2v_R@1')}")
+    # A teacher that is the visual part of a fused one: its frames-only number above, and the fused model's
+    fused, audio = teacher("fused_test_t2v_R@1"), teacher("fused_test_audio_only_t2v_R@1")
+    if fused is not None:
+        line += f" (frames + text; the fused teacher {fused}" + (f", its audio part alone {audio}" if audio else "") + ")"
+    return [line + "."]
 
 
 # --------------------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ def save_visual_part(model_dir: str | Path, output_dir: str | Path | None = None
 
 def _visual_results(path: Path) -> dict | None:
     """The fused run's results seen from its visual part: ``<split>_visual_only_<metric>`` becomes
-    ``<split>_<metric>``; the fused numbers are kept as ``fused_<split>_<metric>``."""
+    ``<split>_<metric>``; the fused model's other numbers are kept as ``fused_<split>_...`` (its fused embedding,
+    and its other parts alone, e.g. ``fused_test_audio_only_t2v_R@1``)."""
     if not path.is_file():
         return None
     results = json.loads(path.read_text())
@@ -80,7 +81,7 @@ def _visual_results(path: Path) -> dict | None:
             if key.startswith(prefix):
                 out[f"{split}_{key[len(prefix):]}"] = value
     for key, value in results.items():
-        if key.startswith(("validation_", "test_")) and "_only_" not in key:
+        if key.startswith(("validation_", "test_")) and "_visual_only_" not in key:
             out[f"fused_{key}"] = value
             if key.endswith(("_num_texts", "_num_videos", "_decode_failures")):  # the same for every part
                 out[key] = value

@@ -296,6 +296,7 @@ def test_visual_part_is_the_fused_models_visual_embedding_and_needs_no_audio(tmp
     assert saved["validation_t2v_R@1"] == 9.0 and saved["test_rsum"] == 150.0
     assert saved["fused_validation_t2v_R@1"] == 7.0 and saved["fused_test_rsum"] == 140.0
     assert "validation_t2v_R@10" not in saved and saved["validation_num_videos"] == 250
+    assert saved["fused_validation_audio_only_t2v_R@1"] == 0.5 and "validation_audio_only_t2v_R@1" not in saved
     assert saved["num_parameters"] == sum(p.numel() for p in part.parameters())
     assert (out / "README.md").read_text().startswith("---\n") and (out / "tokenizer.json").is_file()
 

@@ -25,7 +25,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
-README_MODEL = "runs/protocol/seed-0/mckd_full_teacher_towers"  # the protocol's headline student folder
+README_MODEL = "runs/protocol/seed-0/mckd_full"  # the protocol's headline student folder
 README_CLIPS = ("clip_a.mp4", "clip_b.mp4")
 TINY_TEACHER = {"num_frames": 4, "projection_dim": 16, "vision_hidden_size": 8, "text_hidden_size": 16,
                 "temporal_aggregator": "mean"}
