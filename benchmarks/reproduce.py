@@ -118,6 +118,7 @@ class Phases:
         self.teacher_fn, self.student_fn = teacher_fn, student_fn
         self.measure_fn = measure_fn if measure_fn is not None else measure_model
         self.parallel = student_fn is student_run and args.student_workers > 1
+        self.reused_seeds: set[int] = set()  # seeds with a model reused by --resume (their run is not timed whole)
 
     def common(self, seed: int, benchmark: dict, tuning: bool) -> list[str]:
         argv = ["--seed", str(seed), "--synthetic_seed", str(seed),
@@ -138,6 +139,7 @@ class Phases:
         visual = folder / VISUAL_PART_DIR
         if self.args.resume and finished(folder) and (finished(visual) or not self.teacher_is_visual_part()):
             print(f"[seed {seed}] reusing the teacher in {folder}", flush=True)
+            self.reused_seeds.add(seed)
             result = json.loads((folder / "all_results.json").read_text())
         else:
             print(f"[seed {seed}] teacher -> {folder}", flush=True)
@@ -176,6 +178,8 @@ class Phases:
             else:
                 todo[key] = argv
         print(f"[seed {seed}] {len(todo)} student runs ({len(results)} reused)", flush=True)
+        if results:
+            self.reused_seeds.add(seed)
         if self.parallel and len(todo) > 1:
             results.update(_in_parallel(todo, self.args.student_workers))
         else:
@@ -471,8 +475,18 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
     for seed in args.seeds:
         seed_start = time.time()
         per_seed[seed] = phases.report_seed(frozen, seed)
-        minutes[seed] = (time.time() - seed_start) / 60
-        print(f"[seed {seed}] done in {minutes[seed]:.1f} min", flush=True)
+        seed_minutes = (time.time() - seed_start) / 60
+        record = out / f"seed-{seed}" / "seed_minutes.json"
+        if seed not in phases.reused_seeds:  # everything of this seed ran now: its wall time, kept for a resume
+            minutes[seed] = seed_minutes
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"minutes": seed_minutes}) + "\n")
+            print(f"[seed {seed}] done in {seed_minutes:.1f} min", flush=True)
+        elif record.is_file():  # reused: the time of the run that trained it
+            minutes[seed] = float(json.loads(record.read_text())["minutes"])
+            print(f"[seed {seed}] reused; its models took {minutes[seed]:.1f} min when trained", flush=True)
+        else:
+            print(f"[seed {seed}] reused without a record of its wall time: not judged for time", flush=True)
     headline_towers = bool(Phases.config_init_from_teacher())
     baseline = protocol.best_baseline(frozen, headline_towers)
     verdicts = protocol.judge_goals(per_seed, headline_towers, baseline, minutes)

@@ -631,3 +631,43 @@ def test_the_protocols_teacher_is_the_saved_visual_part(reproduce, tmp_path):
     (folder / "model.safetensors").unlink()  # an interrupted export: the teacher is trained again
     phases.teacher(tmp_path / "seed-0", 0, {}, None, tuning=False)
     assert len(calls) == 2
+
+
+def test_a_resumed_seed_is_judged_by_the_time_of_the_run_that_trained_it(reproduce, tmp_path):
+    recorder = Recorder(reproduce)
+
+    def writing(role):
+        def run(argv):
+            result = recorder.result(argv, role)
+            folder = Path(argv[argv.index("--output_dir") + 1])
+            for sub in (folder, folder / "visual_part") if role == "teacher" else (folder,):
+                sub.mkdir(parents=True, exist_ok=True)
+                (sub / "model.safetensors").write_bytes(b"")
+                (sub / "all_results.json").write_text(json.dumps(result))
+            return result
+        return run
+
+    def factory(args):
+        return reproduce.Phases(args, teacher_fn=writing("teacher"), student_fn=writing("student"),
+                                measure_fn=lambda folder, dataset, hard: {"clips_per_s": 100.0})
+
+    frozen = tmp_path / "frozen.json"
+    frozen.write_text(json.dumps(_frozen()))
+    out = tmp_path / "out"
+    argv = ["--frozen", str(frozen), "--seeds", "3", "--output_dir", str(out), "--synthetic_dir", str(tmp_path / "d"),
+            "--resume"]
+
+    def wall_time_verdicts():
+        result = reproduce.main(argv, phases_factory=factory)
+        return [v for v in result["verdicts"] if "wall time" in v.goal]
+
+    first = wall_time_verdicts()
+    record = out / "seed-3" / "seed_minutes.json"
+    recorded = json.loads(record.read_text())["minutes"]
+    assert len(first) == 1 and len(recorder.calls) == 6
+    record.write_text(json.dumps({"minutes": 20.0}))  # as if the training run had taken 20 minutes
+    second = wall_time_verdicts()
+    assert len(recorder.calls) == 6  # everything reused
+    assert second[0].status == "NOT met" and "seed 3: 20.0 min" in second[0].detail and recorded < 1
+    record.unlink()
+    assert wall_time_verdicts() == []  # reused without a record: not judged for time
