@@ -73,7 +73,7 @@ def test_row_overrides_switch_losses_and_towers(proto):
 
 def test_shipped_grids_give_every_row_the_same_budget(proto):
     # the default grid has the three rows at the config's initialisation (from scratch); the quick one the 2x2
-    for name, size, rows in (("protocol.yaml", 4, proto.REQUIRED_ROWS), ("protocol_quick.yaml", 2, ROW_NAMES)):
+    for name, size, rows in (("protocol.yaml", 6, proto.REQUIRED_ROWS), ("protocol_quick.yaml", 2, ROW_NAMES)):
         spec = proto.load_protocol(REPO / "configs" / name)
         assert [row.name for row in spec.rows] == list(rows), name
         assert {len(spec.points(row)) for row in rows} == {size}, name
@@ -84,6 +84,8 @@ def test_shipped_grids_give_every_row_the_same_budget(proto):
         {"learning_rate": 0.001, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
         {"learning_rate": 0.002, "ranking_negatives": "hardest", "ranking_warmup_epochs": 12},
         {"learning_rate": 0.002, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
+        {"learning_rate": 0.004, "ranking_negatives": "hardest", "ranking_warmup_epochs": 12},
+        {"learning_rate": 0.004, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
     ]
     assert spec.points("MCKD full")[1] == {"learning_rate": 0.001, "kd_weight": 2.0}
     # the shipped student starts from scratch, so the default grid needs no tower rows
