@@ -40,13 +40,13 @@ def measure(models: Path, synthetic_dir: Path, train_steps: int, tuned: bool) ->
     for name in ("teacher", "mckd_full_teacher_towers"):
         result[f"{name}_clips_per_s"] = video_throughput(models / name, dataset_dir)
 
-    from modeling_mckd.arguments import DataArguments, ModelArguments, RunArguments, parse_arguments
+    from modeling_mckd.arguments import DataArguments, ModelArguments, RunArguments, TeacherArguments, parse_arguments
     from modeling_mckd.runner import build_model_and_processor, load_run_dataset
     from modeling_mckd.objectives import TeacherObjective
     from modeling_mckd.training import RetrievalTrainer
 
-    model_args, data_args, run_args = parse_arguments(
-        (ModelArguments, DataArguments, RunArguments),
+    model_args, data_args, run_args, _ = parse_arguments(
+        (ModelArguments, DataArguments, RunArguments, TeacherArguments),  # the config sets train.py's options too
         ["--config", str(REPO / "configs/synthetic_teacher.yaml"), "--synthetic_dir", str(synthetic_dir),
          "--output_dir", "/tmp/bench_cpu_allocator", "--disable_tqdm", "true", "--tune_cpu_allocator", "false"],
     )

@@ -604,24 +604,27 @@ def test_push_without_token_fails_before_training(tiny_dataset, tmp_path, monkey
 
 def test_default_configs_let_the_student_start_from_the_teachers_towers(tiny_dataset):
     """configs/synthetic_*.yaml: the deployable student sees frames and text only (no audio tower, nothing
-    fused, no kd_parts) while the teacher fuses audio; the student's text tower has the teacher's shapes, so
-    init_from_teacher text works."""
+    fused, no kd_parts) and starts from scratch, while the teacher fuses audio and saves its visual part; the
+    student's text tower has the teacher's shapes, so the protocol's tower rows (init_from_teacher text) work."""
     from datasets import load_from_disk
 
-    from modeling_mckd.arguments import DataArguments, DistillArguments, ModelArguments, RunArguments, parse_arguments
+    from modeling_mckd.arguments import (DataArguments, DistillArguments, ModelArguments, RunArguments,
+                                         TeacherArguments, parse_arguments)
     from modeling_mckd.runner import build_model_and_processor, copy_towers_from_teacher
 
     train = load_from_disk(str(tiny_dataset))["train"]
-    built, distill_args = {}, None
+    built, parsed_by_role = {}, {}
     for role in ("teacher", "student"):
-        classes = (ModelArguments, DataArguments, RunArguments) + ((DistillArguments,) if role == "student" else ())
+        classes = (ModelArguments, DataArguments, RunArguments) + \
+            ((DistillArguments,) if role == "student" else (TeacherArguments,))
         parsed = parse_arguments(classes, ["--config", str(REPO / f"configs/synthetic_{role}.yaml"),
                                            "--dataset", str(tiny_dataset)])
         built[role] = build_model_and_processor(parsed[0], parsed[1], train)
-        distill_args = parsed[-1]
+        parsed_by_role[role] = parsed
+    distill_args, teacher_args = parsed_by_role["student"][-1], parsed_by_role["teacher"][-1]
+    assert distill_args.init_from_teacher == "" and teacher_args.save_visual_part
     (student, student_processor), (teacher, teacher_processor) = built["student"], built["teacher"]
-    copied = copy_towers_from_teacher(student, student_processor, teacher, teacher_processor,
-                                      distill_args.init_from_teacher)
+    copied = copy_towers_from_teacher(student, student_processor, teacher, teacher_processor, "text")
     assert copied == ["text"]
     assert not distill_args.kd_parts and not student.config.fuse_modalities and not student.config.extra_modalities
     assert teacher.config.fuse_modalities == ["audio"]
