@@ -452,15 +452,16 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
     out = Path(args.output_dir)
     phases = phases_factory(args)
     start = time.time()
+    headline_towers = bool(Phases.config_init_from_teacher())  # the headline's initialisation: the student config's
     if args.frozen:
         frozen = protocol.read_frozen(args.frozen)  # the grid file is not read at all
-        protocol.check_rows_for_headline(frozen["rows"], bool(Phases.config_init_from_teacher()), args.frozen)
+        protocol.check_rows_for_headline(frozen["rows"], headline_towers, args.frozen)
         tuning_minutes = None
         if args.tuning_seeds and sorted(args.tuning_seeds) != sorted(frozen["tuning_seeds"]):
             raise ValueError(f"--tuning_seeds {args.tuning_seeds} differ from {args.frozen}'s {frozen['tuning_seeds']}")
     else:
         spec = protocol.load_protocol(args.protocol)
-        protocol.check_rows_for_headline(spec.grid, bool(Phases.config_init_from_teacher()), args.protocol)
+        protocol.check_rows_for_headline(spec.grid, headline_towers, args.protocol)
         tuning_seeds = args.tuning_seeds or spec.tuning_seeds
         protocol.check_seeds_disjoint(args.seeds, tuning_seeds)  # before any training
         frozen = phases.tune(spec, tuning_seeds)
@@ -487,7 +488,6 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
             print(f"[seed {seed}] reused; its models took {minutes[seed]:.1f} min when trained", flush=True)
         else:
             print(f"[seed {seed}] reused without a record of its wall time: not judged for time", flush=True)
-    headline_towers = bool(Phases.config_init_from_teacher())
     baseline = protocol.best_baseline(frozen, headline_towers)
     verdicts = protocol.judge_goals(per_seed, headline_towers, baseline, minutes)
     hard = [per_seed[s][TEACHER].get("hard_num_videos") for s in per_seed]
