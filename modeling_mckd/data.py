@@ -85,6 +85,23 @@ class ClipStore:
     def has_audio(self) -> bool:
         return any(path is not None for path in self.audio_paths)
 
+    def check_frame_cache_serves(self, processor, who: str) -> None:
+        """Refuse a frame cache smaller than what ``who``'s processor resizes to: its frames would be upsampled
+        from the cache's, silently blurrier than the source (a 64 px teacher fed from a 32 px student cache)."""
+        if self.frame_cache is None or self.input_mode != "pixels":
+            return
+        video_processor = processor.video_processor
+        needed = video_processor.size or video_processor.crop_size
+        if needed is None:
+            raise ValueError(f"frame cache {self.frame_cache.root} holds frames resized to {self.frame_cache.size} px, "
+                             f"but {who}'s processor keeps frames at their source size (size and crop_size None)")
+        if self.frame_cache.size < needed:
+            raise ValueError(
+                f"frame cache {self.frame_cache.root} holds frames resized to a shortest side of "
+                f"{self.frame_cache.size} px, but {who}'s processor needs {needed} px: build a cache at --size {needed} "
+                "or more (`python -m modeling_mckd.frame_cache`), or run without one"
+            )
+
     def _cached_entry(self, index: int):
         return self.frame_cache.entry(self.video_paths[index]) if self.frame_cache is not None else None
 
@@ -225,6 +242,8 @@ class RetrievalTrainSet(TorchDataset):
         self.offsets = caption_offsets(self.captions)
         self.store = store
         self.inputs = dict(inputs)
+        for name, spec in self.inputs.items():
+            store.check_frame_cache_serves(spec.processor, f"the {name}")
         self.captions_per_video = captions_per_video
         self.seed = seed
         self.epoch = 0
@@ -292,6 +311,7 @@ class RetrievalVideoSet(TorchDataset):
     replaced by a blank one and counted, so the gallery keeps its indices."""
 
     def __init__(self, store: ClipStore, processor, indices: Sequence[int] | None = None, with_audio: bool = False):
+        store.check_frame_cache_serves(processor, "the model being evaluated")
         self.store = store
         self.processor = processor
         self.with_audio = with_audio

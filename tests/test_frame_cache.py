@@ -96,3 +96,26 @@ def test_cli_and_bad_inputs(tmp_path, two_clips, capsys):
         FrameCache.open(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="no frame cache here"):
         FrameCache.open(tmp_path / "nothing")
+
+
+def test_a_cache_smaller_than_a_models_input_is_refused_naming_both_sizes(tmp_path, two_clips):
+    from modeling_mckd import MCKDProcessor, MCKDVideoProcessor, build_word_tokenizer
+    from modeling_mckd.data import InputSpec, RetrievalTrainSet, RetrievalVideoSet
+
+    def processor(size):
+        video = MCKDVideoProcessor(num_frames=2, size=size, crop_size=size)
+        return MCKDProcessor(video_processor=video, tokenizer=build_word_tokenizer(["a clip"]))
+
+    build_frame_cache([str(p) for p in two_clips], tmp_path / "cache", size=32, progress=False)
+    videos = videos_table(two_clips)
+    store = ClipStore(videos, input_mode="pixels", frame_cache=tmp_path / "cache")
+    student, teacher = processor(32), processor(48)
+    # the student's own size is served; the teacher's 48 px would be upsampled from 32 px frames
+    RetrievalTrainSet(videos, store, {"student": InputSpec(student, 8)})
+    RetrievalVideoSet(store, student)
+    with pytest.raises(ValueError, match=r"resized to a shortest side of 32 px, but the teacher's processor needs 48 px"):
+        RetrievalTrainSet(videos, store, {"student": InputSpec(student, 8), "teacher": InputSpec(teacher, 8)})
+    with pytest.raises(ValueError, match="needs 48 px: build a cache at --size 48"):
+        RetrievalVideoSet(store, teacher)
+    # without a cache the same teacher reads the source
+    RetrievalVideoSet(ClipStore(videos, input_mode="pixels", frame_cache=False), teacher)
