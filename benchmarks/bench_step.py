@@ -10,11 +10,11 @@ bf16 (autocast, as ``accelerate --mixed_precision bf16``) on CUDA when present, 
     python benchmarks/bench_step.py                      # CUDA: batch 32; CPU: batch 2
     python benchmarks/bench_step.py --batch 2 --steps 2 --precisions fp32 bf16
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the step (weights, optimiser state, activations);
-on CPU the growth of the resident set over the step above its level before it, sampled every 2 ms from
-/proc/self/statm (activations and gradients; the weights were already resident).
-Caveat: on CPU this is a per-model figure only for the first model of a run; a later one reuses memory the
-allocator kept from the earlier ones and reads low (run one model per process to compare; not automated yet).
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the timed steps (weights, optimiser state,
+activations). On CPU each model and precision is measured in a fresh process (spawned), and the figure is that
+process's peak resident set (VmHWM) over the whole measurement above its resident set just before the model was
+built (weights, optimiser state, activations, and the allocator's own slack): one model's figure holds nothing
+another left behind. Where /proc/self/clear_refs cannot reset the peak, the CPU column reads n/a.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -149,39 +148,27 @@ def student_objective(recipe: dict, teacher_dim: int, batch: int, captions_per_v
     return StudentObjective(args, teacher=TeacherSignal(text_cache=text.to(device), video_cache=video.to(device)))
 
 
-class _RssPeak:
-    """Peak resident-set growth over a block, sampled from /proc/self/statm (CPU runs)."""
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
 
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.page = __import__("os").sysconf("SC_PAGE_SIZE")
 
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * self.page
-
-    def _watch(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-        self.growth = self.peak - self.start
+def _reset_peak_rss() -> int | None:
+    """Reset this process's peak resident set (VmHWM) to its current size; returns that size in bytes, or None
+    where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kib("VmRSS") * 1024
+    except OSError:
+        return None
 
 
 def measure(role: str, recipe_path: Path, *, batch: int, steps: int, precision: str, device: torch.device,
             teacher_dim: int) -> dict:
     """Median step time and peak memory of one model at one precision (one warm-up step first)."""
+    rss_before = _reset_peak_rss() if device.type == "cpu" else None
     recipe = read_recipe(recipe_path)
     config = recipe_model_config(recipe_path)
     captions = int(recipe.get("captions_per_video", 1))
@@ -216,11 +203,11 @@ def measure(role: str, recipe_path: Path, *, batch: int, steps: int, precision: 
             times.append(time.perf_counter() - start)
             peak = max(peak, torch.cuda.max_memory_allocated(device))
         else:
-            with _RssPeak() as rss:
-                start = time.perf_counter()
-                loss = step()
-                times.append(time.perf_counter() - start)
-            peak = max(peak, rss.growth)
+            start = time.perf_counter()
+            loss = step()
+            times.append(time.perf_counter() - start)
+    if device.type == "cpu":
+        peak = _status_kib("VmHWM") * 1024 - rss_before if rss_before is not None else float("nan")
     if not torch.isfinite(torch.tensor(loss)):
         raise RuntimeError(f"{role} {precision}: the loss is not finite ({loss})")
     result = {
@@ -235,6 +222,14 @@ def measure(role: str, recipe_path: Path, *, batch: int, steps: int, precision: 
     return result
 
 
+def measure_in_fresh_process(*args, **kwargs) -> dict:
+    """`measure` in a spawned process, so its resident-set peak is this model's alone (CPU)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, args, kwargs)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -244,7 +239,7 @@ def device_name(device: torch.device) -> str:
 
 
 def table(results: list[dict], device: torch.device) -> str:
-    memory = "peak allocated (MiB)" if device.type == "cuda" else "peak RSS growth (MiB)"
+    memory = "peak allocated (MiB)" if device.type == "cuda" else "peak RSS above the start, own process (MiB)"
     lines = [f"| model | precision | clips x frames @ px | parameters | step (s) | {memory} |",
              "|---|---|---|---|---|---|"]
     for r in results:
@@ -280,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for precision in args.precisions:
         for role, recipe in (("teacher", args.teacher_recipe), ("student", args.student_recipe)):
-            row = measure(role, Path(recipe), batch=batch, steps=steps, precision=precision, device=device,
-                          teacher_dim=teacher_dim)
+            run = measure_in_fresh_process if device.type == "cpu" else measure
+            row = run(role, Path(recipe), batch=batch, steps=steps, precision=precision, device=device,
+                      teacher_dim=teacher_dim)
             print(json.dumps(row), flush=True)
             results.append(row)
     print(f"\ndevice: {device_name(device)}; torch {torch.__version__}; {steps} timed steps (median) after one warm-up\n")
