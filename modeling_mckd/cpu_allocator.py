@@ -5,7 +5,7 @@ fresh ``mmap`` and returns it to the kernel on ``free``. A conv video tower allo
 tens of MiB at every layer, so each forward and backward pass page-faults its way through freshly
 zeroed pages again. Raising the mmap threshold and the trim threshold keeps that memory in the
 heap, where the next batch reuses it. Measured on the 2-core machine with
-``benchmarks/bench_cpu_allocator.py`` (docs/results.md, Cost): the default teacher's video encoding
+``benchmarks/bench_cpu_allocator.py`` (docs/results.md, History, "The CPU allocator"): the default teacher's video encoding
 2.15x faster and its training step 1.72x faster, for 134 MB more peak memory per process; the small
 student, whose allocations glibc already reuses, is unchanged.
 
