@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 # Past this estimate the frame cache would compete with the model for memory, so "auto" decodes on the
 # fly instead (sampled decoding makes that cheap).
 AUTO_CACHE_LIMIT_BYTES = 2 * 1024**3
+# With the cache on, a clip of at most this many times the frames first asked of it is decoded whole, once.
+WHOLE_CLIP_FACTOR = 4
 
 # Shared by every store of the process, keyed by file: a script that trains several models on one benchmark
 # (benchmarks/reproduce.py) counts and decodes each clip once, not once per model. Frame counts are always
@@ -47,7 +49,8 @@ class ClipStore:
     `frames` decodes only the requested ones (`video_io.read_frames` seeks to the keyframe before each),
     bit-identical to decoding every frame and indexing them. With ``cache=True`` the decoded frames are kept
     in memory (uint8), per clip and frame index, so a frame drawn again is not decoded again: evaluation's
-    uniform frames after the first pass, and in training the frames drawn so far, never a clip decoded whole.
+    uniform frames after the first pass, and in training the frames drawn so far. Only a short clip, at most
+    ``WHOLE_CLIP_FACTOR`` times the frames first asked of it, is decoded whole (one pass, no seeks).
     With a ``frame_cache`` (`modeling_mckd.frame_cache.FrameCache`, or its folder; default: the folder in
     the ``MCKD_FRAME_CACHE`` environment variable; False for none) clips it holds are read from it instead of the source:
     frames already resized, at its rate.
@@ -137,8 +140,17 @@ class ClipStore:
         kept = _DECODED_FRAMES.setdefault(path, {})
         missing = np.unique([i for i in indices.tolist() if i not in kept])
         if missing.size:
-            decoded = read_frames(path, missing, index=self._count(path)[1])
-            kept.update(zip(missing.tolist(), decoded))
+            count, frame_positions = self._count(path)
+            if not kept and count <= WHOLE_CLIP_FACTOR * missing.size:
+                # A short clip (the synthetic default's 16 frames, 8 drawn): one pass decodes all of it for
+                # about the cost of seeking to the drawn frames, and later epochs' other draws come from
+                # memory instead of seeking again (bench_data.py, "the default run").
+                kept.update(enumerate(read_frames(path, index=frame_positions)))
+                # a frame the whole decode did not give goes through the sampled path, which names the file
+                missing = np.asarray([i for i in missing.tolist() if i not in kept], dtype=np.int64)
+            if missing.size:
+                decoded = read_frames(path, missing, index=frame_positions)
+                kept.update(zip(missing.tolist(), decoded))
         return np.stack([kept[i] for i in indices.tolist()])
 
     def clip(self, index: int) -> np.ndarray:

@@ -151,3 +151,26 @@ def test_training_and_evaluation_items_equal_sampling_a_full_decode(gop_videos, 
         everything = read_frames(paths[position])
         np.testing.assert_array_equal(evaluation[position]["inputs"]["model"]["frames"],
                                       everything[sample_frame_indices(len(everything), 8)])
+
+
+def test_with_the_cache_a_short_clip_is_decoded_whole_once_and_a_long_one_only_where_drawn(tiny_video_factory):
+    """cache=True: a clip of at most WHOLE_CLIP_FACTOR x the frames first asked of it is decoded in one pass and
+    kept whole (later epochs draw from memory); a longer clip keeps only the frames asked for. Either way the
+    frames equal a full decode's."""
+    from datasets import Dataset
+
+    from modeling_mckd import data as data_module
+    from modeling_mckd.data import WHOLE_CLIP_FACTOR, ClipStore
+
+    short = tiny_video_factory("short.mp4", num_frames=4 * WHOLE_CLIP_FACTOR)
+    long = tiny_video_factory("long.mp4", num_frames=4 * WHOLE_CLIP_FACTOR + 1)
+    videos = Dataset.from_dict({"video_id": ["s", "l"], "video": [str(short), str(long)], "captions": [["x"], ["y"]]})
+    store = ClipStore(videos, "pixels", cache=True, frame_cache=False)
+    for position, path in enumerate((short, long)):
+        data_module._DECODED_FRAMES.pop(str(path), None)
+        # four distinct frames: 4 x WHOLE_CLIP_FACTOR is exactly the short clip's length
+        np.testing.assert_array_equal(store.frames(position, [3, 0, 3, 9, 12]), read_frames(path)[[3, 0, 3, 9, 12]])
+    assert sorted(data_module._DECODED_FRAMES[str(short)]) == list(range(4 * WHOLE_CLIP_FACTOR))
+    assert sorted(data_module._DECODED_FRAMES[str(long)]) == [0, 3, 9, 12]
+    # a later draw of the short clip is served from memory, equal to the full decode
+    np.testing.assert_array_equal(store.frames(0, [15, 1]), read_frames(short)[[15, 1]])
