@@ -46,6 +46,8 @@ from modeling_mckd.data import ClipStore, InputSpec, RetrievalTrainSet, TrainCol
 from modeling_mckd.frame_cache import build_frame_cache
 from modeling_mckd.video_io import read_frames
 
+from bench_step import _reset_peak_rss, _status_kib  # noqa: E402  (the same /proc reading)
+
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("student", "teacher")
 # What each data path of the default job feeds: a student or teacher being trained, and distillation
@@ -157,25 +159,13 @@ def _one_item_peaks(store_kind: str, video: str, audio: str, cache_dir: str | No
     dataset = train_set(one, store_class(one, "pixels", frame_cache=cache_dir or False), models, kind)
     dataset[0]
     dataset.use_epoch(1)  # other frames than the warm-up's
-    status = Path("/proc/self/status")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak resident set) to the current size
-        before = _status_kib(status, "VmRSS")
-    except OSError:
-        before = None
+    before = _reset_peak_rss()  # bytes, or None where the kernel does not allow resetting the peak
     tracemalloc.start()
     dataset[0]
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    resident = (_status_kib(status, "VmHWM") - before) * 1024 if before is not None else -1
+    resident = _status_kib("VmHWM") * 1024 - before if before is not None else -1
     return traced, resident
-
-
-def _status_kib(status: Path, field: str) -> int:
-    for line in status.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise OSError(f"{status} has no {field}")
 
 
 def one_item_peaks(*args) -> tuple[int, int]:
