@@ -250,6 +250,30 @@ def check_seeds_disjoint(reported: Sequence[int], tuning: Sequence[int]) -> None
                          "seed's data cannot be reported on it; choose other --seeds or --tuning_seeds")
 
 
+def row_tuning_seeds(frozen: dict, name: str) -> list[int]:
+    """The seeds a row of a frozen file was tuned on: its own after a re-tune, else the file's."""
+    return list(frozen["rows"][name].get("tuning_seeds", frozen["tuning_seeds"]))
+
+
+def all_tuning_seeds(frozen: dict) -> list[int]:
+    """Every seed any row was tuned on: none of them may be reported."""
+    return sorted({*frozen["tuning_seeds"], *(s for name in frozen["rows"] for s in row_tuning_seeds(frozen, name))})
+
+
+def merge_retuned(frozen: dict, retuned: dict, frozen_source: str, reason: str = "") -> dict:
+    """``frozen`` with the rows of ``retuned`` (a tuning phase run on some rows only) replaced. Each replaced row
+    keeps its own tuning seeds and grid; ``retuned_rows`` records what was re-tuned, on which seeds, from which
+    grid file and frozen file, and why, so that the report can say it. The other rows are untouched."""
+    merged = json.loads(json.dumps(frozen))  # a deep copy
+    for name, entry in retuned["rows"].items():
+        merged["rows"][name] = {**entry, "tuning_seeds": list(retuned["tuning_seeds"]),
+                                "grid": retuned["grid"][name]}
+    merged.setdefault("retuned_rows", []).append({
+        "rows": list(retuned["rows"]), "tuning_seeds": list(retuned["tuning_seeds"]),
+        "protocol_file": retuned["protocol_file"], "replaces_from": frozen_source, "reason": reason})
+    return merged
+
+
 def read_frozen(path: str | Path) -> dict:
     """The frozen choice written by the tuning phase; checked so a hand-edited file fails clearly."""
     path = Path(path)
@@ -415,6 +439,7 @@ def t2v_recall_at_1(similarity: np.ndarray, text_to_video: np.ndarray, videos: S
 # Floating point: 12.1 - 10.1 is 1.9999999999999982; a difference this close to the threshold is "at" it.
 EPS = 1e-9
 HEADLINE_GAIN, RANKING_GAIN, WIN_FRACTION, SPEEDUP, MINUTES_PER_SEED = 2.0, 5.0, 0.8, 5.0, 15.0
+MEMORY_BYTES_PER_SEED = 4e9  # "4 GB": decimal gigabytes, the stricter reading (4 GiB would be 4.29e9 bytes)
 
 
 @dataclass
@@ -492,8 +517,18 @@ def judge_wall_time(minutes_per_seed: dict[int, float]) -> Verdict:
                    f"{text} (goal ≤ {MINUTES_PER_SEED:g} min; the tuning phase is timed separately)")
 
 
+def judge_memory(peak_bytes_per_seed: dict[int, int]) -> Verdict:
+    """The largest per-seed peak (PSS of all the run's processes) at most 4 GB; at 4 GB meets."""
+    worst = max(peak_bytes_per_seed.values())
+    text = ", ".join(f"seed {s}: {b / 1e9:.2f} GB" for s, b in peak_bytes_per_seed.items())
+    ok = worst <= MEMORY_BYTES_PER_SEED * (1 + EPS)
+    return Verdict("one reported seed's peak memory", "met" if ok else "NOT met",
+                   f"{text} (goal ≤ {MEMORY_BYTES_PER_SEED / 1e9:g} GB, the summed PSS of every process of the run)")
+
+
 def judge_goals(per_seed: dict[int, dict[str, dict]], headline_teacher_towers: bool, baseline_name: str,
-                minutes_per_seed: dict[int, float] | None = None) -> list[Verdict]:
+                minutes_per_seed: dict[int, float] | None = None,
+                peak_bytes_per_seed: dict[int, int] | None = None) -> list[Verdict]:
     """Every goal of issue 13 from the reported table. ``baseline_name``: the best no-teacher student with the
     headline's initialisation, chosen on validation (``best_baseline``)."""
     seeds = list(per_seed)
@@ -512,6 +547,8 @@ def judge_goals(per_seed: dict[int, dict[str, dict]], headline_teacher_towers: b
                                     [per_seed[s][TEACHER]["clips_per_s"] for s in seeds]))
     if minutes_per_seed:
         verdicts.append(judge_wall_time(minutes_per_seed))
+    if peak_bytes_per_seed:
+        verdicts.append(judge_memory(peak_bytes_per_seed))
     return verdicts
 
 
@@ -584,9 +621,19 @@ def format_paired_table(per_seed: dict[int, dict[str, dict]], full_name: str, ke
 
 def format_frozen_table(frozen: dict) -> str:
     rows = [[name, point_label(entry["settings"]) or "(config)", f"{entry['validation_mean']:.2f}",
-             str(len(entry["validation"]))] for name, entry in frozen["rows"].items()]
+             str(len(entry["validation"])), ", ".join(map(str, row_tuning_seeds(frozen, name)))]
+            for name, entry in frozen["rows"].items()]
     metric = frozen["selection_metric"]
-    return "\n".join(_table(["row", "chosen settings", f"validation {metric} (mean over tuning seeds)", "grid points"], rows))
+    return "\n".join(_table(["row", "chosen settings", f"validation {metric} (mean over tuning seeds)", "grid points",
+                             "tuning seeds"], rows))
+
+
+def format_retuned(frozen: dict) -> str:
+    """One sentence per re-tune recorded in the frozen file (empty when there was none)."""
+    return " ".join(
+        f"Re-tuned after the first freeze: {', '.join(entry['rows'])}, on tuning seeds {entry['tuning_seeds']} "
+        f"with {entry['protocol_file']}" + (f" ({entry['reason']})" if entry.get("reason") else "")
+        + "; every other row keeps its first frozen settings." for entry in frozen.get("retuned_rows", []))
 
 
 def report(per_seed: dict[int, dict[str, dict]], frozen: dict, verdicts: list[Verdict], *,
@@ -602,6 +649,8 @@ def report(per_seed: dict[int, dict[str, dict]], frozen: dict, verdicts: list[Ve
         "Paired differences (test t2v R@1):", "", format_paired_table(per_seed, full_row.name), "",
         "Frozen settings (chosen on validation, tuning seeds only):", "", format_frozen_table(frozen),
     ]
+    if frozen.get("retuned_rows"):
+        parts += ["", format_retuned(frozen)]
     if hard_info:
         parts += ["", hard_info]
     if probe_lines:

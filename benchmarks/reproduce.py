@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mckd_protocol as protocol  # noqa: E402
+from memory_watch import TreeMemorySampler  # noqa: E402
 from mckd_protocol import TEACHER  # noqa: E402
 from modeling_mckd.visual_part import VISUAL_PART_DIR  # noqa: E402
 from modeling_mckd.arguments import (  # noqa: E402
@@ -81,9 +82,32 @@ def make_deterministic(threads: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+ARGV_RECORD = "protocol_argv.json"  # the command line a protocol run was started with, in its folder
+
+
 def finished(model_dir: Path) -> bool:
     """A model folder that a completed run wrote."""
     return (model_dir / "all_results.json").is_file() and (model_dir / "model.safetensors").is_file()
+
+
+def reusable(model_dir: Path, argv: list[str]) -> bool:
+    """A finished folder that ``--resume`` may reuse for ``argv``: one whose recorded command line is ``argv``.
+    A folder from before the record existed is reused as before; one started with other settings (a grid
+    point that moved to another index, a re-tuned row) is not: it is trained again."""
+    if not finished(model_dir):
+        return False
+    record = model_dir / ARGV_RECORD
+    if not record.is_file():
+        return True
+    try:
+        return json.loads(record.read_text()) == argv
+    except json.JSONDecodeError:
+        return False
+
+
+def record_argv(model_dir: Path, argv: list[str]) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / ARGV_RECORD).write_text(json.dumps(argv) + "\n")
 
 
 def teacher_run(argv: list[str]) -> dict:
@@ -117,7 +141,12 @@ class Phases:
         self.args = args
         self.teacher_fn, self.student_fn = teacher_fn, student_fn
         self.measure_fn = measure_fn if measure_fn is not None else measure_model
+        real = student_fn is student_run and teacher_fn is teacher_run and measure_fn is None
         self.parallel = student_fn is student_run and args.student_workers > 1
+        # Each seed in a fresh process: what a seed's teacher and measurements leave in the heap is given back
+        # when it ends, so the run's memory does not grow from seed to seed (the 5-seed run's did, by about
+        # 0.3 GB a seed). The tests' fakes run in this process.
+        self.isolate = real and not getattr(args, "same_process", False)
         self.reused_seeds: set[int] = set()  # seeds with a model reused by --resume (their run is not timed whole)
 
     def common(self, seed: int, benchmark: dict, tuning: bool) -> list[str]:
@@ -137,12 +166,13 @@ class Phases:
         if teacher_epochs:
             argv += ["--num_train_epochs", str(teacher_epochs)]
         visual = folder / VISUAL_PART_DIR
-        if self.args.resume and finished(folder) and (finished(visual) or not self.teacher_is_visual_part()):
+        if self.args.resume and reusable(folder, argv) and (finished(visual) or not self.teacher_is_visual_part()):
             print(f"[seed {seed}] reusing the teacher in {folder}", flush=True)
             self.reused_seeds.add(seed)
             result = json.loads((folder / "all_results.json").read_text())
         else:
             print(f"[seed {seed}] teacher -> {folder}", flush=True)
+            record_argv(folder, argv)
             result = self.teacher_fn(argv)
         if finished(visual) and self.teacher_is_visual_part():
             # The teacher config saves the frames + text model inside the fused teacher: that is the teacher the
@@ -173,9 +203,10 @@ class Phases:
         results, todo = {}, {}
         for key, argv in jobs.items():
             folder = Path(argv[argv.index("--output_dir") + 1])
-            if self.args.resume and finished(folder):
+            if self.args.resume and reusable(folder, argv):
                 results[key] = json.loads((folder / "all_results.json").read_text())
             else:
+                record_argv(folder, argv)
                 todo[key] = argv
         print(f"[seed {seed}] {len(todo)} student runs ({len(results)} reused)", flush=True)
         if results:
@@ -189,27 +220,48 @@ class Phases:
 
     # -- phase 1 ---------------------------------------------------------------------------
 
-    def tune(self, spec: protocol.ProtocolSpec, tuning_seeds: list[int]) -> dict:
-        out = Path(self.args.output_dir)
+    def in_seed_process(self, method: str, *method_args):
+        """``getattr(self, method)(*method_args)``, in a fresh process when ``self.isolate``."""
+        if not self.isolate:
+            return getattr(self, method)(*method_args)
+        result, reused = _in_fresh_process(_seed_worker, self.args, method, *method_args)
+        self.reused_seeds.update(reused)
+        return result
+
+    def tune_seed(self, spec: protocol.ProtocolSpec, seed: int, rows: list[protocol.Row],
+                  folder: str = "tuning") -> tuple[float | None, dict]:
+        """One tuning seed: its teacher's validation score (None when no row needs a teacher, which is then not
+        trained) and ``{(row name, point index): validation score}``."""
         metric = f"validation_{spec.selection_metric}"
-        scores = {row.name: [[] for _ in spec.points(row.name)] for row in spec.rows}
+        root = Path(self.args.output_dir) / folder / f"seed-{seed}"
+        teacher_dir, teacher_result = None, {}
+        if any(row.needs_teacher for row in rows):
+            teacher_dir, teacher_result = self.teacher(root, seed, spec.benchmark, spec.teacher_epochs, tuning=True)
+        jobs = {}
+        for row in rows:
+            for index, point in enumerate(spec.points(row.name)):
+                jobs[(row.name, index)] = self.student_argv(
+                    row, point, root / row.slug / f"point-{index}", teacher_dir, seed, spec.benchmark,
+                    spec.num_train_epochs, tuning=True)
+        scores = {}
+        for (name, index), result in self.run_students(seed, jobs).items():
+            if any(key.startswith("test_") for key in result):
+                raise RuntimeError(f"tuning run {name} point {index} (seed {seed}) returned test metrics")
+            scores[(name, index)] = float(result[metric])
+        return teacher_result.get(metric), scores
+
+    def tune(self, spec: protocol.ProtocolSpec, tuning_seeds: list[int], only_rows: list[str] | None = None) -> dict:
+        """Phase 1 on every row of the grid, or on ``only_rows`` (a re-tune: its runs go to OUTPUT/retune/)."""
+        rows_tuned = spec.rows if only_rows is None else protocol.rows_named(only_rows)
+        folder = "tuning" if only_rows is None else "retune"
+        scores = {row.name: [[] for _ in spec.points(row.name)] for row in rows_tuned}
         teacher_validation = {}
         for seed in tuning_seeds:
-            root = out / "tuning" / f"seed-{seed}"
-            teacher_dir, teacher_result = self.teacher(root, seed, spec.benchmark, spec.teacher_epochs, tuning=True)
-            teacher_validation[seed] = teacher_result.get(metric)
-            jobs = {}
-            for row in spec.rows:
-                for index, point in enumerate(spec.points(row.name)):
-                    jobs[(row.name, index)] = self.student_argv(
-                        row, point, root / row.slug / f"point-{index}", teacher_dir, seed, spec.benchmark,
-                        spec.num_train_epochs, tuning=True)
-            for (name, index), result in self.run_students(seed, jobs).items():
-                if any(key.startswith("test_") for key in result):
-                    raise RuntimeError(f"tuning run {name} point {index} (seed {seed}) returned test metrics")
-                scores[name][index].append(float(result[metric]))
+            teacher_validation[seed], seed_scores = self.in_seed_process("tune_seed", spec, seed, rows_tuned, folder)
+            for (name, index), score in sorted(seed_scores.items()):
+                scores[name][index].append(score)
         rows = {}
-        for row in spec.rows:
+        for row in rows_tuned:
             points = spec.points(row.name)
             chosen = protocol.select_best(scores[row.name])
             rows[row.name] = {
@@ -218,7 +270,8 @@ class Phases:
                 "validation": [{"settings": p, "scores": dict(zip(map(str, tuning_seeds), s)), "mean": float(np.mean(s))}
                                for p, s in zip(points, scores[row.name])],
             }
-        return {"version": protocol.FROZEN_VERSION, "protocol_file": spec.source, "grid": spec.grid,
+        return {"version": protocol.FROZEN_VERSION, "protocol_file": spec.source,
+                "grid": {row.name: spec.grid[row.name] for row in rows_tuned},
                 "selection_metric": spec.selection_metric, "tuning_seeds": list(tuning_seeds),
                 "num_train_epochs": spec.num_train_epochs, "teacher_epochs": spec.teacher_epochs,
                 "benchmark": spec.benchmark, "teacher_validation": {str(k): v for k, v in teacher_validation.items()},
@@ -255,6 +308,24 @@ class Phases:
 
         captions = [list(c) for c in load_from_disk(str(dataset_dir))["test"]["captions"]]
         return protocol.hard_negative_subset(captions, self.args.hard_fraction)
+
+
+def _seed_worker(args, method: str, *method_args):
+    """``Phases(args).<method>(*method_args)`` in a fresh process, with the main process's thread count and
+    deterministic kernels; returns the result and the seeds whose models ``--resume`` reused."""
+    make_deterministic(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    phases = Phases(args)
+    return getattr(phases, method)(*method_args), sorted(phases.reused_seeds)
+
+
+def _in_fresh_process(fn: Callable, *args):
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    # spawn, not fork: a fork would inherit this process's heap, which is what isolating a seed avoids
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _config_value(path: Path, key: str, default):
@@ -420,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frozen", default=None,
                         help="skip tuning and report with this frozen file (default: tune, then write OUTPUT/frozen.json)")
     parser.add_argument("--tune_only", action="store_true", help="stop after writing the frozen file")
+    parser.add_argument("--retune", nargs="+", default=None, metavar="ROW",
+                        help="with --frozen: tune these rows again (their grid in --protocol, on --tuning_seeds), keep "
+                             "the file's other rows, and write the merged file to OUTPUT/frozen.json")
+    parser.add_argument("--retune_reason", default="", help="why the rows were re-tuned (recorded and reported)")
     parser.add_argument("--output_dir", default=None, help="default runs/protocol (--quick: runs/protocol-quick)")
     parser.add_argument("--synthetic_dir", default=None,
                         help="one benchmark per seed in DIR/seed-S (default data/synthetic; --quick: data/synthetic-quick)")
@@ -431,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hard_fraction", type=float, default=protocol.HARD_FRACTION,
                         help="the hard-negative test subset: this fraction of test videos whose captions have the "
                              "closest caption of another video (bag-of-words cosine)")
+    parser.add_argument("--same_process", action="store_true",
+                        help="run every seed in the main process instead of a fresh one each (memory then grows "
+                             "from seed to seed)")
     parser.add_argument("--resume", action="store_true", help="reuse every model an earlier run finished in OUTPUT")
     parser.add_argument("--disable_tqdm", action="store_true")
     parser.add_argument("--results_doc", default=str(REPO / "docs" / "results.md"))
@@ -451,9 +529,14 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
     make_deterministic(args.threads)
     out = Path(args.output_dir)
     phases = phases_factory(args)
+    memory = TreeMemorySampler().start() if TreeMemorySampler.available() else None
     start = time.time()
     headline_towers = bool(Phases.config_init_from_teacher())  # the headline's initialisation: the student config's
-    if args.frozen:
+    if args.retune:
+        frozen, tuning_minutes = retune(args, phases, memory, start)
+        if args.tune_only:
+            return {"frozen": frozen}
+    elif args.frozen:
         frozen = protocol.read_frozen(args.frozen)  # the grid file is not read at all
         protocol.check_rows_for_headline(frozen["rows"], headline_towers, args.frozen)
         tuning_minutes = None
@@ -468,28 +551,40 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "frozen.json").write_text(json.dumps(frozen, indent=2) + "\n")
         tuning_minutes = (time.time() - start) / 60
-        print(f"tuning: {tuning_minutes:.1f} min; frozen settings in {out / 'frozen.json'}", flush=True)
+        tuning_memory = f"; peak memory {memory.peak / 1e9:.2f} GB" if memory else ""
+        print(f"tuning: {tuning_minutes:.1f} min{tuning_memory}; frozen settings in {out / 'frozen.json'}", flush=True)
         if args.tune_only:
             return {"frozen": frozen}
-    protocol.check_seeds_disjoint(args.seeds, frozen["tuning_seeds"])
-    per_seed, minutes = {}, {}
+    protocol.check_seeds_disjoint(args.seeds, protocol.all_tuning_seeds(frozen))
+    per_seed, minutes, peak_bytes = {}, {}, {}
     for seed in args.seeds:
         seed_start = time.time()
-        per_seed[seed] = phases.report_seed(frozen, seed)
+        if memory:
+            memory.reset()
+        per_seed[seed] = phases.in_seed_process("report_seed", frozen, seed)
         seed_minutes = (time.time() - seed_start) / 60
         record = out / f"seed-{seed}" / "seed_minutes.json"
-        if seed not in phases.reused_seeds:  # everything of this seed ran now: its wall time, kept for a resume
+        if seed not in phases.reused_seeds:  # everything of this seed ran now: its cost, kept for a resume
             minutes[seed] = seed_minutes
+            cost = {"minutes": seed_minutes}
+            if memory:
+                peak_bytes[seed] = cost["peak_memory_bytes"] = memory.peak
             record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps({"minutes": seed_minutes}) + "\n")
-            print(f"[seed {seed}] done in {seed_minutes:.1f} min", flush=True)
-        elif record.is_file():  # reused: the time of the run that trained it
-            minutes[seed] = float(json.loads(record.read_text())["minutes"])
+            record.write_text(json.dumps(cost) + "\n")
+            in_memory = f", peak memory {peak_bytes[seed] / 1e9:.2f} GB" if seed in peak_bytes else ""
+            print(f"[seed {seed}] done in {seed_minutes:.1f} min{in_memory}", flush=True)
+        elif record.is_file():  # reused: the cost of the run that trained it
+            cost = json.loads(record.read_text())
+            minutes[seed] = float(cost["minutes"])
+            if "peak_memory_bytes" in cost:
+                peak_bytes[seed] = int(cost["peak_memory_bytes"])
             print(f"[seed {seed}] reused; its models took {minutes[seed]:.1f} min when trained", flush=True)
         else:
             print(f"[seed {seed}] reused without a record of its wall time: not judged for time", flush=True)
+    if memory:
+        memory.stop()
     baseline = protocol.best_baseline(frozen, headline_towers)
-    verdicts = protocol.judge_goals(per_seed, headline_towers, baseline, minutes)
+    verdicts = protocol.judge_goals(per_seed, headline_towers, baseline, minutes, peak_bytes)
     hard = [per_seed[s][TEACHER].get("hard_num_videos") for s in per_seed]
     hard_info = ""
     if all(h is not None for h in hard):
@@ -503,15 +598,52 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
     timing = (f"Wall time: {total:.1f} min in all"
               + (f", of which tuning {tuning_minutes:.1f} min" if tuning_minutes is not None else " (frozen file reused)")
               + "; " + ", ".join(f"seed {s}: {m:.1f} min" for s, m in minutes.items()) + ".")
+    if peak_bytes:
+        timing += (" Peak memory (PSS of all the run's processes, sampled every 2 s): "
+                   + ", ".join(f"seed {s}: {b / 1e9:.2f} GB" for s, b in peak_bytes.items()) + ".")
     print("\n" + text + "\n\n" + timing)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"per_seed": per_seed, "verdicts": [v.__dict__ for v in verdicts],
-                                                  "minutes": minutes, "tuning_minutes": tuning_minutes},
+                                                  "minutes": minutes, "tuning_minutes": tuning_minutes,
+                                                  "peak_memory_bytes": peak_bytes},
                                                  indent=2, default=float))
     if sorted(args.seeds) == ISSUE_SEEDS and not args.quick:
         write_results_doc(Path(args.results_doc), text + "\n\n" + timing)
         print(f"wrote {args.results_doc}")
     return {"frozen": frozen, "per_seed": per_seed, "verdicts": verdicts, "text": text}
+
+
+def retune(args, phases: Phases, memory, start: float) -> tuple[dict, float]:
+    """Tune the rows ``--retune`` names again (every point of their grid in ``--protocol``, on ``--tuning_seeds``),
+    keep every other row of the ``--frozen`` file as it was, and write the merged file to OUTPUT/frozen.json."""
+    if not args.frozen:
+        raise ValueError("--retune needs --frozen: the file whose other rows stay as they are")
+    old = protocol.read_frozen(args.frozen)
+    spec = protocol.load_protocol(args.protocol)
+    unknown = [name for name in args.retune if name not in spec.grid]
+    if unknown:
+        raise ValueError(f"--retune {unknown}: not rows of {args.protocol} (its rows: {list(spec.grid)})")
+    if spec.num_train_epochs != float(old["num_train_epochs"]) or spec.benchmark != old["benchmark"]:
+        raise ValueError(f"--retune: {args.protocol} and {args.frozen} differ in num_train_epochs or benchmark; "
+                         "a re-tuned row must train like the rows it is compared with")
+    budget = {len(spec.points(name)) for name in args.retune} | {len(entry["validation"]) for entry in old["rows"].values()}
+    if len(budget) != 1:
+        raise ValueError(f"--retune: every row gets the same number of grid points, but {args.protocol}'s re-tuned "
+                         f"rows and {args.frozen}'s rows have {sorted(budget)}")
+    tuning_seeds = args.tuning_seeds or spec.tuning_seeds
+    protocol.check_seeds_disjoint(args.seeds, tuning_seeds)  # before any training
+    partial = phases.tune(spec, tuning_seeds, only_rows=args.retune)
+    frozen = protocol.merge_retuned(old, partial, args.frozen, args.retune_reason)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "frozen.json"
+    if target.is_file() and target.resolve() == Path(args.frozen).resolve():
+        target.with_name("frozen-before-retune.json").write_text(target.read_text())  # keep what it replaces
+    target.write_text(json.dumps(frozen, indent=2) + "\n")
+    minutes = (time.time() - start) / 60
+    in_memory = f"; peak memory {memory.peak / 1e9:.2f} GB" if memory else ""
+    print(f"re-tuning {args.retune}: {minutes:.1f} min{in_memory}; merged frozen settings in {target}", flush=True)
+    return frozen, minutes
 
 
 BEGIN_MARK = "<!-- reproduce.py: begin (generated, do not edit between the marks) -->"

@@ -80,11 +80,11 @@ def test_shipped_grids_give_every_row_the_same_budget(proto):
     spec = proto.load_protocol(REPO / "configs" / "protocol.yaml")
     assert spec.tuning_seeds == [100] and spec.selection_metric == "rsum"
     assert spec.points("ranking-only") == [
-        {"learning_rate": 0.001, "ranking_negatives": "hardest", "ranking_warmup_epochs": 12},
+        {"learning_rate": 0.001, "ranking_negatives": "all", "ranking_warmup_epochs": 0},
         {"learning_rate": 0.001, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
-        {"learning_rate": 0.002, "ranking_negatives": "hardest", "ranking_warmup_epochs": 12},
+        {"learning_rate": 0.002, "ranking_negatives": "all", "ranking_warmup_epochs": 0},
         {"learning_rate": 0.002, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
-        {"learning_rate": 0.004, "ranking_negatives": "hardest", "ranking_warmup_epochs": 12},
+        {"learning_rate": 0.004, "ranking_negatives": "all", "ranking_warmup_epochs": 0},
         {"learning_rate": 0.004, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
     ]
     assert spec.points("MCKD full")[1] == {"learning_rate": 0.001, "kd_weight": 2.0}
@@ -673,3 +673,148 @@ def test_a_resumed_seed_is_judged_by_the_time_of_the_run_that_trained_it(reprodu
     assert second[0].status == "NOT met" and "seed 3: 20.0 min" in second[0].detail and recorded < 1
     record.unlink()
     assert wall_time_verdicts() == []  # reused without a record: not judged for time
+
+
+def test_a_resumed_seed_is_judged_by_the_memory_of_the_run_that_trained_it(reproduce, tmp_path):
+    frozen = tmp_path / "frozen.json"
+    frozen.write_text(json.dumps(_frozen()))
+    out = tmp_path / "out"
+    for seed in (3, 4):
+        for name in ("teacher", "teacher/visual_part", *(protocol_slug(reproduce, n) for n in _frozen()["rows"])):
+            folder = out / f"seed-{seed}" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "model.safetensors").write_bytes(b"")
+            score = 30.0 if name.startswith("teacher") else 20.0
+            (folder / "all_results.json").write_text(json.dumps(
+                {"validation_rsum": score, "validation_t2v_R@1": score, "test_t2v_R@1": score, "test_rsum": score,
+                 "num_parameters": 10}))
+    (out / "seed-3" / "seed_minutes.json").write_text(json.dumps({"minutes": 12.0, "peak_memory_bytes": 3_000_000_000}))
+    (out / "seed-4" / "seed_minutes.json").write_text(json.dumps({"minutes": 13.0, "peak_memory_bytes": 4_100_000_000}))
+
+    def factory(args):
+        never = Recorder(reproduce)  # every model is reused: nothing may train
+        return reproduce.Phases(args, teacher_fn=never.teacher, student_fn=never.student,
+                                measure_fn=lambda folder, dataset, hard: {"clips_per_s": 100.0})
+
+    result = reproduce.main(["--frozen", str(frozen), "--seeds", "3", "4", "--output_dir", str(out),
+                             "--synthetic_dir", str(tmp_path / "d"), "--resume"], phases_factory=factory)
+    memory = [v for v in result["verdicts"] if "memory" in v.goal]
+    assert len(memory) == 1 and memory[0].status == "NOT met"
+    assert "seed 3: 3.00 GB" in memory[0].detail and "seed 4: 4.10 GB" in memory[0].detail
+
+
+def protocol_slug(reproduce, name):
+    return reproduce.protocol.ROWS_BY_NAME[name].slug
+
+
+@pytest.mark.parametrize("peak, status", [(3.99e9, "met"), (4e9, "met"), (4.01e9, "NOT met")])
+def test_memory_boundary(proto, peak, status):
+    assert _status(proto.judge_memory({0: 1e9, 1: int(peak)})) == status
+
+
+def test_each_seed_runs_in_a_fresh_process_when_the_runs_are_real(reproduce, monkeypatch):
+    args = reproduce.build_parser().parse_args(["--seeds", "3"])
+    reproduce.resolve_defaults(args)
+    calls = []
+
+    def fresh(fn, *fn_args):
+        calls.append((fn, fn_args))
+        return {"row": 1.0}, [3]
+
+    monkeypatch.setattr(reproduce, "_in_fresh_process", fresh)
+    phases = reproduce.Phases(args)
+    assert phases.isolate
+    frozen = _frozen()
+    assert phases.in_seed_process("report_seed", frozen, 3) == {"row": 1.0}
+    assert calls == [(reproduce._seed_worker, (args, "report_seed", frozen, 3))]
+    assert phases.reused_seeds == {3}  # what the seed's process reused is known to the main one
+    # --same_process, and the tests' fakes, run in this process
+    args.same_process = True
+    assert not reproduce.Phases(args).isolate
+    args.same_process = False
+    assert not reproduce.Phases(args, teacher_fn=lambda argv: {}).isolate
+
+
+def test_a_fresh_process_is_another_process(reproduce):
+    import os
+
+    assert reproduce._in_fresh_process(os.getpid) != os.getpid()
+
+
+def test_retune_tunes_only_the_named_rows_and_keeps_the_others(reproduce, tmp_path):
+    recorder = Recorder(reproduce)
+    grid = _quick_grid_with_lrs(tmp_path)  # 4 points a row, epochs 3, synthetic_num_train 8
+    old = _frozen()
+    old.update({"num_train_epochs": 3, "benchmark": {"synthetic_num_train": 8}})
+    for entry in old["rows"].values():
+        entry["validation"] = [{}] * 4
+    frozen_path = tmp_path / "frozen.json"
+    frozen_path.write_text(json.dumps(old))
+    out = tmp_path / "out"
+    result = reproduce.main(["--frozen", str(frozen_path), "--protocol", str(grid), "--retune", "ranking-only",
+                             "--retune_reason", "it collapsed", "--tuning_seeds", "100", "101", "--seeds", "3",
+                             "--output_dir", str(out), "--synthetic_dir", str(tmp_path / "data")],
+                            phases_factory=_phases(reproduce, recorder))
+    tuning = [c for c in recorder.calls if c["data_args"].synthetic_seed in (100, 101)]
+    # the ranking-only row needs no teacher: 2 seeds x 4 points, no teacher trained, in OUTPUT/retune/
+    assert len(tuning) == 8 and {c["role"] for c in tuning} == {"student"}
+    assert all("/retune/" in c["run_args"].output_dir and "/ranking_only/" in c["run_args"].output_dir for c in tuning)
+    merged = json.loads((out / "frozen.json").read_text())
+    assert result["frozen"] == merged
+    ranking = merged["rows"]["ranking-only"]
+    assert ranking["settings"]["learning_rate"] == 1e-3 and ranking["tuning_seeds"] == [100, 101]
+    assert ranking["grid"]["learning_rate"] == [5e-4, 1e-3]
+    for name in ROW_NAMES[1:]:
+        assert merged["rows"][name] == old["rows"][name]  # untouched
+    assert merged["tuning_seeds"] == [100] and reproduce.protocol.all_tuning_seeds(merged) == [100, 101]
+    assert merged["retuned_rows"][0]["reason"] == "it collapsed"
+    # the report says it: per-row tuning seeds and the re-tune sentence
+    assert "Re-tuned after the first freeze: ranking-only, on tuning seeds [100, 101]" in result["text"]
+    assert "(it collapsed)" in result["text"]
+    reported = [c for c in recorder.calls if c["data_args"].synthetic_seed == 3]
+    only = [c for c in reported if c["run_args"].output_dir.endswith("ranking_only")]
+    assert only[0]["run_args"].learning_rate == 1e-3
+
+
+def test_retune_refuses_what_would_make_rows_incomparable(reproduce, tmp_path):
+    recorder = Recorder(reproduce)
+    grid = _quick_grid_with_lrs(tmp_path)
+    old = _frozen()
+    old.update({"num_train_epochs": 3, "benchmark": {"synthetic_num_train": 8}})
+    frozen_path = tmp_path / "frozen.json"
+
+    def run(extra, frozen_rows_points=4, epochs=3):
+        old["num_train_epochs"] = epochs
+        for entry in old["rows"].values():
+            entry["validation"] = [{}] * frozen_rows_points
+        frozen_path.write_text(json.dumps(old))
+        return reproduce.main(["--frozen", str(frozen_path), "--protocol", str(grid), "--output_dir",
+                               str(tmp_path / "out"), *extra], phases_factory=_phases(reproduce, recorder))
+
+    with pytest.raises(ValueError, match="not rows of"):
+        run(["--retune", "no such row"])
+    with pytest.raises(ValueError, match="num_train_epochs or benchmark"):
+        run(["--retune", "ranking-only"], epochs=5)
+    with pytest.raises(ValueError, match="same number of grid points"):
+        run(["--retune", "ranking-only"], frozen_rows_points=6)
+    with pytest.raises(ValueError, match="were also tuning seeds"):
+        run(["--retune", "ranking-only", "--tuning_seeds", "3", "--seeds", "3"])
+    with pytest.raises(ValueError, match="needs --frozen"):
+        reproduce.main(["--protocol", str(grid), "--retune", "ranking-only", "--output_dir", str(tmp_path / "o")],
+                       phases_factory=_phases(reproduce, recorder))
+    assert recorder.calls == []  # refused before any training
+
+
+def test_resume_reuses_a_folder_only_for_the_command_line_it_was_started_with(reproduce, tmp_path):
+    folder = tmp_path / "run"
+    argv = ["--learning_rate", "0.001", "--output_dir", str(folder)]
+    assert not reproduce.reusable(folder, argv)  # nothing there
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "all_results.json").write_text("{}")
+    assert reproduce.reusable(folder, argv)  # a folder from before the record: reused as before
+    reproduce.record_argv(folder, argv)
+    assert reproduce.reusable(folder, argv)
+    assert not reproduce.reusable(folder, ["--learning_rate", "0.002", "--output_dir", str(folder)])
+    (folder / reproduce.ARGV_RECORD).write_text("{not json")
+    assert not reproduce.reusable(folder, argv)

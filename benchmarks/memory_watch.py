@@ -1,0 +1,121 @@
+"""The peak memory of a process and all its descendants, sampled in a background thread (Linux ``/proc``).
+
+A run of ``benchmarks/reproduce.py`` is several processes: the main one, one per seed, and the student
+workers forked from it, which share pages copy-on-write. Adding their resident sets would count a shared
+page once per process, so the sum here is of each process's *proportional* set size (PSS, from
+``/proc/PID/smaps_rollup``): a page shared by n processes counts 1/n in each, and the sum is the memory the
+tree really holds. Sampling misses a peak shorter than the interval; at the 2 s default that is a peak no
+training phase has.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _parent_pid(stat_text: str) -> int:
+    # /proc/PID/stat is "pid (comm) state ppid ...", and comm may itself hold spaces and parentheses
+    return int(stat_text.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int, proc: Path = PROC) -> list[int]:
+    """Every live process below ``root`` (children, their children, ...), found by scanning ``proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = _parent_pid((entry / "stat").read_text())
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def pss_bytes(pid: int, proc: Path = PROC) -> int:
+    """The proportional set size of ``pid`` in bytes; 0 for a process that has ended."""
+    try:
+        text = (proc / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+    return 0
+
+
+def tree_pss_bytes(root: int, proc: Path = PROC) -> int:
+    return sum(pss_bytes(pid, proc) for pid in [root, *descendants(root, proc)])
+
+
+class TreeMemorySampler:
+    """Samples ``tree_pss_bytes(root)`` every ``interval`` seconds and keeps the peak.
+
+    ``reset()`` starts a new window (one per seed), ``peak`` is the largest sample of the window so far, and
+    ``stop()`` ends the thread. ``available()`` is False where ``/proc`` has no ``smaps_rollup`` (not Linux,
+    or a kernel before 4.14): the caller then reports memory as not measured."""
+
+    def __init__(self, root: int | None = None, interval: float = 2.0, proc: Path = PROC):
+        if interval <= 0:
+            raise ValueError(f"interval: expected a positive number of seconds, got {interval!r}")
+        self.root = os.getpid() if root is None else root
+        self.interval = interval
+        self.proc = proc
+        self._lock = threading.Lock()
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def available(proc: Path = PROC) -> bool:
+        return (proc / "self" / "smaps_rollup").is_file()
+
+    def sample(self) -> int:
+        value = tree_pss_bytes(self.root, self.proc)
+        with self._lock:
+            self._peak = max(self._peak, value)
+        return value
+
+    @property
+    def peak(self) -> int:
+        self.sample()  # the present counts too, so a window shorter than the interval is not empty
+        with self._lock:
+            return self._peak
+
+    def reset(self) -> None:
+        with self._lock:
+            self._peak = 0
+        self.sample()
+
+    def start(self) -> "TreeMemorySampler":
+        if self._thread is None:
+            self.reset()
+            self._thread = threading.Thread(target=self._run, name="tree-memory-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> int:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self.peak
+
+    def __enter__(self) -> "TreeMemorySampler":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
