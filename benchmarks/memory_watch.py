@@ -24,6 +24,11 @@ def _parent_pid(stat_text: str) -> int:
 
 def descendants(root: int, proc: Path = PROC) -> list[int]:
     """Every live process below ``root`` (children, their children, ...), found by scanning ``proc``."""
+    return [pid for pid, _ in descendants_with_depth(root, proc)]
+
+
+def descendants_with_depth(root: int, proc: Path = PROC) -> list[tuple[int, int]]:
+    """``(pid, depth)`` of every live process below ``root``: its children at depth 1, theirs at 2, ..."""
     children: dict[int, list[int]] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -33,11 +38,11 @@ def descendants(root: int, proc: Path = PROC) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
         children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], list(children.get(root, []))
+    found, todo = [], [(pid, 1) for pid in children.get(root, [])]
     while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
+        pid, depth = todo.pop()
+        found.append((pid, depth))
+        todo.extend((child, depth + 1) for child in children.get(pid, []))
     return found
 
 
@@ -53,8 +58,21 @@ def pss_bytes(pid: int, proc: Path = PROC) -> int:
     return 0
 
 
+def tree_pss(root: int, proc: Path = PROC) -> list[tuple[int, int, int]]:
+    """``(pid, depth, PSS bytes)`` of ``root`` (depth 0) and of every process below it."""
+    return [(pid, depth, pss_bytes(pid, proc)) for pid, depth in [(root, 0), *descendants_with_depth(root, proc)]]
+
+
 def tree_pss_bytes(root: int, proc: Path = PROC) -> int:
-    return sum(pss_bytes(pid, proc) for pid in [root, *descendants(root, proc)])
+    return sum(size for _, _, size in tree_pss(root, proc))
+
+
+def by_depth(processes: list[tuple[int, int, int]]) -> dict[int, list[int]]:
+    """``{depth: [PSS bytes of each process at that depth, largest first]}``: who held what at a peak."""
+    table: dict[int, list[int]] = {}
+    for _, depth, size in processes:
+        table.setdefault(depth, []).append(size)
+    return {depth: sorted(sizes, reverse=True) for depth, sizes in sorted(table.items())}
 
 
 class TreeMemorySampler:
@@ -72,6 +90,7 @@ class TreeMemorySampler:
         self.proc = proc
         self._lock = threading.Lock()
         self._peak = 0
+        self._peak_processes: list[tuple[int, int, int]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,10 +99,18 @@ class TreeMemorySampler:
         return (proc / "self" / "smaps_rollup").is_file()
 
     def sample(self) -> int:
-        value = tree_pss_bytes(self.root, self.proc)
+        processes = tree_pss(self.root, self.proc)
+        value = sum(size for _, _, size in processes)
         with self._lock:
-            self._peak = max(self._peak, value)
+            if value > self._peak:
+                self._peak, self._peak_processes = value, processes
         return value
+
+    @property
+    def peak_by_depth(self) -> dict[int, list[int]]:
+        """The peak sample's processes by depth below the root (``by_depth``)."""
+        with self._lock:
+            return by_depth(self._peak_processes)
 
     @property
     def peak(self) -> int:
@@ -93,7 +120,7 @@ class TreeMemorySampler:
 
     def reset(self) -> None:
         with self._lock:
-            self._peak = 0
+            self._peak, self._peak_processes = 0, []
         self.sample()
 
     def start(self) -> "TreeMemorySampler":

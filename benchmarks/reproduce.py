@@ -569,9 +569,15 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
             cost = {"minutes": seed_minutes}
             if memory:
                 peak_bytes[seed] = cost["peak_memory_bytes"] = memory.peak
+                # depth 0 is this process, 1 the seed's, 2 its students (and multiprocessing's helpers)
+                cost["peak_memory_by_depth"] = memory.peak_by_depth
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps(cost) + "\n")
-            in_memory = f", peak memory {peak_bytes[seed] / 1e9:.2f} GB" if seed in peak_bytes else ""
+            in_memory = ""
+            if seed in peak_bytes:
+                parts = "; ".join(f"depth {d}: " + " + ".join(f"{b / 1e9:.2f}" for b in sizes)
+                                  for d, sizes in cost["peak_memory_by_depth"].items())
+                in_memory = f", peak memory {peak_bytes[seed] / 1e9:.2f} GB ({parts})"
             print(f"[seed {seed}] done in {seed_minutes:.1f} min{in_memory}", flush=True)
         elif record.is_file():  # reused: the cost of the run that trained it
             cost = json.loads(record.read_text())

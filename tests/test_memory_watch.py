@@ -75,3 +75,14 @@ def test_a_real_childs_memory_is_seen(watch):
     assert child.returncode == 0
     assert peak - before >= 0.9 * size
     assert not sampler._thread  # stopped
+
+
+def test_the_peak_is_broken_down_by_depth(watch, tmp_path):
+    # 10 (the root) -> 11 -> 12, 13; 10 -> 14
+    proc = _fake_proc(tmp_path, {10: 1, 11: 10, 12: 11, 13: 11, 14: 10}, {10: 1, 11: 20, 12: 300, 13: 400, 14: 5})
+    assert sorted(watch.descendants_with_depth(10, proc)) == [(11, 1), (12, 2), (13, 2), (14, 1)]
+    sampler = watch.TreeMemorySampler(root=10, interval=60.0, proc=proc)
+    sampler.sample()
+    (proc / "13" / "smaps_rollup").unlink()  # a smaller sample later does not replace the peak's breakdown
+    sampler.sample()
+    assert sampler.peak_by_depth == {0: [1024], 1: [20 * 1024, 5 * 1024], 2: [400 * 1024, 300 * 1024]}
