@@ -40,6 +40,7 @@ import yaml
 from datasets import Dataset, load_from_disk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_step, beside this file, however it is loaded
 
 from modeling_mckd import data as data_module
 from modeling_mckd.data import ClipStore, InputSpec, RetrievalTrainSet, TrainCollator, choose_cache
