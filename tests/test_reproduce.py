@@ -818,3 +818,18 @@ def test_resume_reuses_a_folder_only_for_the_command_line_it_was_started_with(re
     assert not reproduce.reusable(folder, ["--learning_rate", "0.002", "--output_dir", str(folder)])
     (folder / reproduce.ARGV_RECORD).write_text("{not json")
     assert not reproduce.reusable(folder, argv)
+
+
+def test_the_committed_frozen_file_reads_and_was_tuned_on_other_seeds_than_the_reported(reproduce, proto):
+    frozen = proto.read_frozen(REPO / "configs" / "protocol_frozen.json")
+    proto.check_seeds_disjoint(reproduce.ISSUE_SEEDS, proto.all_tuning_seeds(frozen))
+    spec = proto.load_protocol(REPO / "configs" / "protocol.yaml")
+    for name, entry in frozen["rows"].items():
+        # every frozen choice is a point of its grid, and the grid is the size of the shipped one
+        grid = entry.get("grid", frozen["grid"][name])
+        assert entry["settings"] in proto.grid_points(grid), name
+        assert len(entry["validation"]) == len(spec.points(name)), name
+    # the re-tuned row is the shipped grid's, on its own tuning seeds, and the report says so
+    assert frozen["rows"]["ranking-only"]["grid"] == spec.grid["ranking-only"]
+    assert proto.row_tuning_seeds(frozen, "ranking-only") == [100, 101, 102]
+    assert "Re-tuned after the first freeze: ranking-only" in proto.format_retuned(frozen)
