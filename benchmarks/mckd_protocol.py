@@ -123,6 +123,14 @@ class ProtocolSpec:
     tuning_seeds: list[int]
     grid: dict[str, dict[str, list]]
     benchmark: dict[str, int] = field(default_factory=dict)
+    row_tuning_seeds: dict[str, list[int]] = field(default_factory=dict)  # rows tuned on seeds of their own
+
+    def seeds_for(self, row_name: str, tuning_seeds: Sequence[int]) -> list[int]:
+        """The seeds a row is tuned on: its own (``row_tuning_seeds``) or ``tuning_seeds``."""
+        return list(self.row_tuning_seeds.get(row_name, tuning_seeds))
+
+    def every_tuning_seed(self, tuning_seeds: Sequence[int]) -> list[int]:
+        return sorted({*tuning_seeds, *(s for name in self.grid for s in self.seeds_for(name, tuning_seeds))})
 
     @property
     def rows(self) -> list[Row]:
@@ -169,7 +177,8 @@ def load_protocol(path: str | Path) -> ProtocolSpec:
         raise ValueError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    known = {"num_train_epochs", "teacher_epochs", "selection_metric", "tuning_seeds", "grid", "benchmark"}
+    known = {"num_train_epochs", "teacher_epochs", "selection_metric", "tuning_seeds", "grid", "benchmark",
+             "row_tuning_seeds"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {unknown}; expected some of {sorted(known)}")
@@ -198,13 +207,23 @@ def load_protocol(path: str | Path) -> ProtocolSpec:
                          f"optionally with {[r.name for r in ROWS if r.name not in REQUIRED_ROWS]}")
     for row in rows_named(grid):
         _check_row_grid(path, row, grid[row.name])
+    row_seeds = data.get("row_tuning_seeds") or {}
+    if not isinstance(row_seeds, dict):
+        raise ValueError(f"{path}: row_tuning_seeds: expected a mapping of row name to a list of seeds, got {row_seeds!r}")
+    for name, values in row_seeds.items():
+        if name not in grid:
+            raise ValueError(f"{path}: row_tuning_seeds: {name!r} is not a row of the grid {list(grid)}")
+        if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in values):
+            raise ValueError(f"{path}: row_tuning_seeds[{name!r}]: expected a non-empty list of integers, got {values!r}")
     sizes = {row.name: len(grid_points(grid[row.name])) for row in rows_named(grid)}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"{path}: grid: every student row gets the same tuning budget, but the rows have "
                          f"{sizes} points")
     return ProtocolSpec(source=str(path), num_train_epochs=float(epochs),
                         teacher_epochs=None if teacher_epochs is None else float(teacher_epochs),
-                        selection_metric=metric, tuning_seeds=list(seeds), grid=grid, benchmark=dict(benchmark))
+                        selection_metric=metric, tuning_seeds=list(seeds), grid=grid, benchmark=dict(benchmark),
+                        row_tuning_seeds={name: list(values) for name, values in row_seeds.items()})
 
 
 def _check_row_grid(path: Path, row: Row, axes) -> None:

@@ -251,13 +251,20 @@ class Phases:
         return teacher_result.get(metric), scores
 
     def tune(self, spec: protocol.ProtocolSpec, tuning_seeds: list[int], only_rows: list[str] | None = None) -> dict:
-        """Phase 1 on every row of the grid, or on ``only_rows`` (a re-tune: its runs go to OUTPUT/retune/)."""
+        """Phase 1 on every row of the grid, or on ``only_rows`` (a re-tune on ``tuning_seeds``: its runs go to
+        OUTPUT/retune/). A row with seeds of its own in the grid file (``row_tuning_seeds``) is tuned on those."""
         rows_tuned = spec.rows if only_rows is None else protocol.rows_named(only_rows)
         folder = "tuning" if only_rows is None else "retune"
+        seeds_of = {row.name: list(tuning_seeds) if only_rows is not None else spec.seeds_for(row.name, tuning_seeds)
+                    for row in rows_tuned}
+        every_seed = list(dict.fromkeys([*tuning_seeds, *(s for seeds in seeds_of.values() for s in seeds)]))
         scores = {row.name: [[] for _ in spec.points(row.name)] for row in rows_tuned}
         teacher_validation = {}
-        for seed in tuning_seeds:
-            teacher_validation[seed], seed_scores = self.in_seed_process("tune_seed", spec, seed, rows_tuned, folder)
+        for seed in every_seed:
+            rows_here = [row for row in rows_tuned if seed in seeds_of[row.name]]
+            validation, seed_scores = self.in_seed_process("tune_seed", spec, seed, rows_here, folder)
+            if validation is not None:
+                teacher_validation[seed] = validation
             for (name, index), score in sorted(seed_scores.items()):
                 scores[name][index].append(score)
         rows = {}
@@ -267,9 +274,11 @@ class Phases:
             rows[row.name] = {
                 "settings": points[chosen], "chosen_index": chosen,
                 "validation_mean": float(np.mean(scores[row.name][chosen])),
-                "validation": [{"settings": p, "scores": dict(zip(map(str, tuning_seeds), s)), "mean": float(np.mean(s))}
-                               for p, s in zip(points, scores[row.name])],
+                "validation": [{"settings": p, "scores": dict(zip(map(str, seeds_of[row.name]), s)),
+                                "mean": float(np.mean(s))} for p, s in zip(points, scores[row.name])],
             }
+            if seeds_of[row.name] != list(tuning_seeds):
+                rows[row.name]["tuning_seeds"] = seeds_of[row.name]
         return {"version": protocol.FROZEN_VERSION, "protocol_file": spec.source,
                 "grid": {row.name: spec.grid[row.name] for row in rows_tuned},
                 "selection_metric": spec.selection_metric, "tuning_seeds": list(tuning_seeds),
@@ -280,7 +289,7 @@ class Phases:
     # -- phase 2 ---------------------------------------------------------------------------
 
     def report_seed(self, frozen: dict, seed: int) -> dict[str, dict]:
-        protocol.check_seeds_disjoint([seed], frozen["tuning_seeds"])
+        protocol.check_seeds_disjoint([seed], protocol.all_tuning_seeds(frozen))
         root = Path(self.args.output_dir) / f"seed-{seed}"
         benchmark = frozen["benchmark"]
         teacher_dir, teacher_result = self.teacher(root, seed, benchmark, frozen.get("teacher_epochs"), tuning=False)
@@ -546,7 +555,7 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
         spec = protocol.load_protocol(args.protocol)
         protocol.check_rows_for_headline(spec.grid, headline_towers, args.protocol)
         tuning_seeds = args.tuning_seeds or spec.tuning_seeds
-        protocol.check_seeds_disjoint(args.seeds, tuning_seeds)  # before any training
+        protocol.check_seeds_disjoint(args.seeds, spec.every_tuning_seed(tuning_seeds))  # before any training
         frozen = phases.tune(spec, tuning_seeds)
         out.mkdir(parents=True, exist_ok=True)
         (out / "frozen.json").write_text(json.dumps(frozen, indent=2) + "\n")
@@ -636,7 +645,8 @@ def retune(args, phases: Phases, memory, start: float) -> tuple[dict, float]:
     if len(budget) != 1:
         raise ValueError(f"--retune: every row gets the same number of grid points, but {args.protocol}'s re-tuned "
                          f"rows and {args.frozen}'s rows have {sorted(budget)}")
-    tuning_seeds = args.tuning_seeds or spec.tuning_seeds
+    # the rows' own seeds in the grid file unless --tuning_seeds names others
+    tuning_seeds = args.tuning_seeds or sorted({s for name in args.retune for s in spec.seeds_for(name, spec.tuning_seeds)})
     protocol.check_seeds_disjoint(args.seeds, tuning_seeds)  # before any training
     partial = phases.tune(spec, tuning_seeds, only_rows=args.retune)
     frozen = protocol.merge_retuned(old, partial, args.frozen, args.retune_reason)

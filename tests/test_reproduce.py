@@ -79,6 +79,7 @@ def test_shipped_grids_give_every_row_the_same_budget(proto):
         assert {len(spec.points(row)) for row in rows} == {size}, name
     spec = proto.load_protocol(REPO / "configs" / "protocol.yaml")
     assert spec.tuning_seeds == [100] and spec.selection_metric == "rsum"
+    assert spec.seeds_for("ranking-only", [100]) == [100, 101, 102] and spec.seeds_for("MCKD full", [100]) == [100]
     assert spec.points("ranking-only") == [
         {"learning_rate": 0.001, "ranking_negatives": "all", "ranking_warmup_epochs": 0},
         {"learning_rate": 0.001, "ranking_negatives": "semi_hard", "ranking_warmup_epochs": 0},
@@ -833,3 +834,40 @@ def test_the_committed_frozen_file_reads_and_was_tuned_on_other_seeds_than_the_r
     assert frozen["rows"]["ranking-only"]["grid"] == spec.grid["ranking-only"]
     assert proto.row_tuning_seeds(frozen, "ranking-only") == [100, 101, 102]
     assert "Re-tuned after the first freeze: ranking-only" in proto.format_retuned(frozen)
+
+
+def test_a_row_with_tuning_seeds_of_its_own_is_tuned_on_them_only(reproduce, tmp_path):
+    recorder = Recorder(reproduce)
+    grid = _grid_file(tmp_path, _equal_grid(), tuning_seeds=[100], row_tuning_seeds={"ranking-only": [100, 101]})
+    out = tmp_path / "out"
+    argv = ["--protocol", str(grid), "--output_dir", str(out), "--synthetic_dir", str(tmp_path / "data"),
+            "--tune_only"]
+    frozen = reproduce.main(argv, phases_factory=_phases(reproduce, recorder))["frozen"]
+    by_seed = {}
+    for call in recorder.calls:
+        by_seed.setdefault(call["data_args"].synthetic_seed, []).append(call)
+    # seed 100: the teacher and every row's 2 points; seed 101: ranking-only's 2 points, no teacher
+    assert len(by_seed[100]) == 1 + 5 * 2
+    assert len(by_seed[101]) == 2 and all(c["role"] == "student" and "/ranking_only/" in c["run_args"].output_dir
+                                          for c in by_seed[101])
+    ranking = frozen["rows"]["ranking-only"]
+    assert ranking["tuning_seeds"] == [100, 101] and set(ranking["validation"][0]["scores"]) == {"100", "101"}
+    assert "tuning_seeds" not in frozen["rows"]["MCKD full"]  # the file's seeds
+    assert set(frozen["rows"]["MCKD full"]["validation"][0]["scores"]) == {"100"}
+    assert frozen["teacher_validation"] == {"100": 300.0}
+    # a reported seed that only one row was tuned on is refused, before any training
+    calls = len(recorder.calls)
+    with pytest.raises(ValueError, match="were also tuning seeds"):
+        reproduce.main([*argv[:-1], "--seeds", "101"], phases_factory=_phases(reproduce, recorder))
+    assert len(recorder.calls) == calls
+
+
+@pytest.mark.parametrize("row_seeds, message", [
+    ({"no such row": [1]}, "not a row of the grid"),
+    ({"ranking-only": []}, "non-empty list of integers"),
+    ({"ranking-only": ["a"]}, "non-empty list of integers"),
+    ([100], "mapping of row name"),
+])
+def test_row_tuning_seeds_are_checked(proto, tmp_path, row_seeds, message):
+    with pytest.raises(ValueError, match=message):
+        proto.load_protocol(_grid_file(tmp_path, _equal_grid(), row_tuning_seeds=row_seeds))
