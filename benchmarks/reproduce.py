@@ -143,9 +143,11 @@ class Phases:
         self.measure_fn = measure_fn if measure_fn is not None else measure_model
         real = student_fn is student_run and teacher_fn is teacher_run and measure_fn is None
         self.parallel = student_fn is student_run and args.student_workers > 1
-        # Each seed in a fresh process: what a seed's teacher and measurements leave in the heap is given back
-        # when it ends, so the run's memory does not grow from seed to seed (the 5-seed run's did, by about
-        # 0.3 GB a seed). The tests' fakes run in this process.
+        # Each seed in a fresh process. modeling_mckd.data keeps every clip it decodes in a process-wide cache
+        # keyed by file (so the models of one seed decode each clip once), and each seed has files of its own:
+        # in one process the run's memory grew from seed to seed (about 0.25 GB a seed in the 5-seed run).
+        # A seed's process takes its clips, and the rest of its heap, with it when it ends. The tests' fakes
+        # run in this process.
         self.isolate = real and not getattr(args, "same_process", False)
         self.reused_seeds: set[int] = set()  # seeds with a model reused by --resume (their run is not timed whole)
 
