@@ -43,6 +43,7 @@ import mckd_protocol as protocol  # noqa: E402
 from memory_watch import TreeMemorySampler  # noqa: E402
 from mckd_protocol import TEACHER  # noqa: E402
 from modeling_mckd.visual_part import VISUAL_PART_DIR  # noqa: E402
+from modeling_mckd.cpu_allocator import release_free_memory  # noqa: E402
 from modeling_mckd.arguments import (  # noqa: E402
     DataArguments,
     DistillArguments,
@@ -351,6 +352,8 @@ def _in_parallel(jobs: dict, workers: int) -> dict:
 
     # Forked workers share this process's decoded clips copy-on-write (the teacher has just decoded them).
     method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    if method == "fork":
+        release_free_memory()  # else each worker copies the teacher's freed heap as it reuses it
     results = {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
         futures = {pool.submit(_student_worker, argv): key for key, argv in jobs.items()}
@@ -423,6 +426,8 @@ def train_students_in_parallel(seed: int, jobs: dict[str, tuple], workers: int) 
     from multiprocessing import get_all_start_methods, get_context
 
     method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    if method == "fork":
+        release_free_memory()
     print(f"[seed {seed}] {len(jobs)} students, {workers} at a time", flush=True)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
         futures = {pool.submit(_weighted_worker, *job): name for name, job in jobs.items()}

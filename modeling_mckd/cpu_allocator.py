@@ -59,4 +59,20 @@ def tune_cpu_allocator(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD, trim_thresh
     return applied
 
 
-__all__ = ["DEFAULT_MMAP_THRESHOLD", "DEFAULT_TRIM_THRESHOLD", "tune_cpu_allocator"]
+def release_free_memory() -> bool:
+    """Collect Python's garbage and give the heap's free pages back to the kernel (glibc's ``malloc_trim``).
+
+    The tuned allocator keeps freed memory for reuse, which is what a process that goes on computing wants,
+    but not one about to fork workers: a forked child that reuses the free memory it inherited writes to it,
+    so each child gets a private copy of pages that, in the parent, hold nothing. Returns whether memory
+    was given back (False on a C library other than glibc, or when there was nothing to give)."""
+    import gc
+
+    gc.collect()
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    return bool(libc.malloc_trim(0))
+
+
+__all__ = ["DEFAULT_MMAP_THRESHOLD", "DEFAULT_TRIM_THRESHOLD", "release_free_memory", "tune_cpu_allocator"]
