@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -146,3 +147,42 @@ class TreeMemorySampler:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class PhasePeaks:
+    """The peak of ``root``'s tree in each named phase: ``with peaks.phase("teacher"): ...``, then ``peaks.peaks``
+    is ``{phase: bytes}`` in the order the phases ran (a phase run twice keeps its larger peak).
+
+    One sampler thread runs from ``start()`` to ``stop()`` (or the ``with`` block); each phase is a window of it.
+    Where ``/proc`` cannot be read (``TreeMemorySampler.available()`` is False) phases run unmeasured and
+    ``peaks`` stays empty."""
+
+    def __init__(self, root: int | None = None, interval: float = 2.0, proc: Path = PROC):
+        self.sampler = TreeMemorySampler(root, interval, proc) if TreeMemorySampler.available(proc) else None
+        self.peaks: dict[str, int] = {}
+
+    def start(self) -> "PhasePeaks":
+        if self.sampler is not None:
+            self.sampler.start()
+        return self
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def __enter__(self) -> "PhasePeaks":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @contextmanager
+    def phase(self, name: str):
+        if self.sampler is None:
+            yield
+            return
+        self.sampler.reset()
+        try:
+            yield
+        finally:
+            self.peaks[name] = max(self.peaks.get(name, 0), self.sampler.peak)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mckd_protocol as protocol  # noqa: E402
-from memory_watch import TreeMemorySampler  # noqa: E402
+from memory_watch import PhasePeaks, TreeMemorySampler  # noqa: E402
 from mckd_protocol import TEACHER  # noqa: E402
 from modeling_mckd.visual_part import VISUAL_PART_DIR  # noqa: E402
 from modeling_mckd.cpu_allocator import release_free_memory  # noqa: E402
@@ -59,6 +59,7 @@ TEACHER_CONFIG = REPO / "configs" / "synthetic_teacher.yaml"
 PROTOCOL_FILE = REPO / "configs" / "protocol.yaml"
 QUICK_PROTOCOL_FILE = REPO / "configs" / "protocol_quick.yaml"
 ISSUE_SEEDS = [0, 1, 2, 3, 4]  # the seeds whose table is written into docs/results.md
+MEMORY_PHASES_FILE = "memory_phases.json"  # a reported seed's peak memory in each of its phases (report_seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,11 +296,27 @@ class Phases:
         protocol.check_seeds_disjoint([seed], protocol.all_tuning_seeds(frozen))
         root = Path(self.args.output_dir) / f"seed-{seed}"
         benchmark = frozen["benchmark"]
-        teacher_dir, teacher_result = self.teacher(root, seed, benchmark, frozen.get("teacher_epochs"), tuning=False)
-        jobs = {row.name: self.student_argv(row, frozen["rows"][row.name]["settings"], root / row.slug, teacher_dir,
-                                            seed, benchmark, frozen["num_train_epochs"], tuning=False)
-                for row in protocol.rows_named(frozen["rows"])}
-        results = {TEACHER: teacher_result, **self.run_students(seed, jobs)}
+        # where in the seed its peak memory falls: this process and its students (the main process, a constant
+        # few hundred MB, is in seed_minutes.json's whole-run figure only)
+        memory = PhasePeaks()
+        (root / MEMORY_PHASES_FILE).unlink(missing_ok=True)  # an earlier run's, which this run replaces
+        with memory:
+            with memory.phase("teacher"):
+                teacher_dir, teacher_result = self.teacher(root, seed, benchmark, frozen.get("teacher_epochs"),
+                                                           tuning=False)
+            jobs = {row.name: self.student_argv(row, frozen["rows"][row.name]["settings"], root / row.slug,
+                                                teacher_dir, seed, benchmark, frozen["num_train_epochs"], tuning=False)
+                    for row in protocol.rows_named(frozen["rows"])}
+            with memory.phase("students"):
+                results = {TEACHER: teacher_result, **self.run_students(seed, jobs)}
+            with memory.phase("measurement"):
+                rows = self.measure_seed(root, seed, teacher_dir, results, frozen)
+        if memory.peaks:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / MEMORY_PHASES_FILE).write_text(json.dumps(memory.peaks) + "\n")
+        return rows
+
+    def measure_seed(self, root: Path, seed: int, teacher_dir: Path, results: dict, frozen: dict) -> dict[str, dict]:
         dataset_dir = Path(self.args.synthetic_dir) / f"seed-{seed}" / "dataset"
         hard_videos = self.hard_videos(dataset_dir)
         rows = {}
@@ -587,6 +604,9 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
                 peak_bytes[seed] = cost["peak_memory_bytes"] = memory.peak
                 # depth 0 is this process, 1 the seed's, 2 its students (and multiprocessing's helpers)
                 cost["peak_memory_by_depth"] = memory.peak_by_depth
+            phases_file = out / f"seed-{seed}" / MEMORY_PHASES_FILE
+            if phases_file.is_file():  # written by this seed's run just now
+                cost["peak_memory_by_phase"] = json.loads(phases_file.read_text())
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps(cost) + "\n")
             in_memory = ""
@@ -594,6 +614,9 @@ def main(argv=None, phases_factory: Callable = Phases) -> dict:
                 parts = "; ".join(f"depth {d}: " + " + ".join(f"{b / 1e9:.2f}" for b in sizes)
                                   for d, sizes in cost["peak_memory_by_depth"].items())
                 in_memory = f", peak memory {peak_bytes[seed] / 1e9:.2f} GB ({parts})"
+            if "peak_memory_by_phase" in cost:
+                in_memory += "; without this process, by phase: " + ", ".join(
+                    f"{name} {size / 1e9:.2f} GB" for name, size in cost["peak_memory_by_phase"].items())
             print(f"[seed {seed}] done in {seed_minutes:.1f} min{in_memory}", flush=True)
         elif record.is_file():  # reused: the cost of the run that trained it
             cost = json.loads(record.read_text())

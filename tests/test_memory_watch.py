@@ -86,3 +86,30 @@ def test_the_peak_is_broken_down_by_depth(watch, tmp_path):
     (proc / "13" / "smaps_rollup").unlink()  # a smaller sample later does not replace the peak's breakdown
     sampler.sample()
     assert sampler.peak_by_depth == {0: [1024], 1: [20 * 1024, 5 * 1024], 2: [400 * 1024, 300 * 1024]}
+
+
+def test_phase_peaks_are_windows_of_one_sampler(watch, tmp_path):
+    proc = _fake_proc(tmp_path, {10: 1, 11: 10}, {10: 100, 11: 50})
+    rollup = proc / "11" / "smaps_rollup"
+    (proc / "self" / "smaps_rollup").write_text("Pss: 1 kB\n")  # this kernel has smaps_rollup
+    with watch.PhasePeaks(root=10, interval=60.0, proc=proc) as peaks:
+        with peaks.phase("teacher"):
+            pass  # 100 + 50
+        rollup.write_text("Pss: 700 kB\n")
+        with peaks.phase("students"):
+            rollup.write_text("Pss: 20 kB\n")  # the peak at the window's start (700) is kept, not the end's
+        with peaks.phase("measurement"):
+            pass
+        rollup.unlink()
+        with peaks.phase("teacher"):  # again, smaller: the larger peak stays
+            pass
+    assert peaks.peaks == {"teacher": 150 * 1024, "students": 800 * 1024, "measurement": 120 * 1024}
+    assert list(peaks.peaks) == ["teacher", "students", "measurement"]
+    assert peaks.sampler._thread is None  # stopped
+
+
+def test_phase_peaks_without_proc_measure_nothing(watch, tmp_path):
+    peaks = watch.PhasePeaks(proc=tmp_path)  # no self/smaps_rollup: not Linux, or an old kernel
+    with peaks, peaks.phase("teacher"):
+        ran = True
+    assert ran and peaks.peaks == {} and peaks.sampler is None

@@ -704,6 +704,37 @@ def test_a_resumed_seed_is_judged_by_the_memory_of_the_run_that_trained_it(repro
     assert "seed 3: 3.00 GB" in memory[0].detail and "seed 4: 4.10 GB" in memory[0].detail
 
 
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").is_file(), reason="needs Linux /proc/PID/smaps_rollup")
+def test_a_seeds_peak_memory_is_broken_down_by_phase(reproduce, tmp_path, capsys):
+    recorder, held = Recorder(reproduce), []
+    size = 200 * 2**20
+
+    def student(argv):
+        if not held:  # the students' phase holds 200 MB more than the teacher's ever did
+            block = bytearray(size)
+            block[::4096] = b"x" * len(block[::4096])
+            held.append(block)
+        return recorder.student(argv)
+
+    def factory(args):
+        return reproduce.Phases(args, teacher_fn=recorder.teacher, student_fn=student,
+                                measure_fn=lambda folder, dataset, hard: {"clips_per_s": 100.0})
+
+    frozen = tmp_path / "frozen.json"
+    frozen.write_text(json.dumps(_frozen()))
+    out = tmp_path / "out"
+    (out / "seed-3").mkdir(parents=True)
+    (out / "seed-3" / "memory_phases.json").write_text('{"stale": 1}')  # an earlier run's: replaced
+    reproduce.main(["--frozen", str(frozen), "--seeds", "3", "--output_dir", str(out), "--synthetic_dir",
+                    str(tmp_path / "d")], phases_factory=factory)
+    held.clear()
+    phases = json.loads((out / "seed-3" / "seed_minutes.json").read_text())["peak_memory_by_phase"]
+    assert list(phases) == ["teacher", "students", "measurement"]
+    assert phases["students"] - phases["teacher"] >= 0.9 * size
+    assert json.loads((out / "seed-3" / "memory_phases.json").read_text()) == phases
+    assert "by phase: teacher " in capsys.readouterr().out
+
+
 def protocol_slug(reproduce, name):
     return reproduce.protocol.ROWS_BY_NAME[name].slug
 
