@@ -660,9 +660,12 @@ def report(per_seed: dict[int, dict[str, dict]], frozen: dict, verdicts: list[Ve
     """The whole text that reproduce.py prints and writes into docs/results.md."""
     full_row, _ = headline_rows(headline_teacher_towers)
     seeds = ", ".join(str(s) for s in per_seed)
+    own = {name: row_tuning_seeds(frozen, name) for name in frozen["rows"]}
+    own = {name: seeds_ for name, seeds_ in own.items() if sorted(seeds_) != sorted(frozen["tuning_seeds"])}
+    tuned_on = f"tuning seeds {frozen['tuning_seeds']}" + "".join(f" ({name}: {seeds_})" for name, seeds_ in own.items())
     parts = [
         f"Reported seeds {seeds} (each its own dataset and teacher), test split evaluated once per model; "
-        f"settings frozen on tuning seeds {frozen['tuning_seeds']} by validation {frozen['selection_metric']}.",
+        f"settings frozen on {tuned_on} by validation {frozen['selection_metric']}.",
         "", format_main_table(per_seed), "",
         "Test t2v R@1 per seed:", "", format_per_seed_table(per_seed), "",
         "Paired differences (test t2v R@1):", "", format_paired_table(per_seed, full_row.name), "",

@@ -581,6 +581,7 @@ def test_report_lists_goals_and_frozen_settings(proto):
     # met (< 5); teacher 20 above all: met; speed 600 / 600 = 1x: not met; 6 min per seed: met
     assert [v.status for v in verdicts] == ["met", "NOT met", "met", "NOT met", "met"]
     assert "learning_rate=0.0042,kd_weight=3.5" in text and "probe: 7.5" in text and "**Goals**" in text
+    assert "settings frozen on tuning seeds [100] by validation" in text  # no row with seeds of its own
 
 
 def test_results_doc_keeps_hand_written_text(reproduce, tmp_path):
@@ -865,6 +866,9 @@ def test_the_committed_frozen_file_reads_and_was_tuned_on_other_seeds_than_the_r
     assert frozen["rows"]["ranking-only"]["grid"] == spec.grid["ranking-only"]
     assert proto.row_tuning_seeds(frozen, "ranking-only") == [100, 101, 102]
     assert "Re-tuned after the first freeze: ranking-only" in proto.format_retuned(frozen)
+    # the report's first line names each row's tuning seeds, not only the file's
+    text = proto.report(_table_input(2), frozen, [], headline_teacher_towers=False)
+    assert "settings frozen on tuning seeds [100] (ranking-only: [100, 101, 102]) by validation" in text
 
 
 def test_a_row_with_tuning_seeds_of_its_own_is_tuned_on_them_only(reproduce, tmp_path):
