@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import json
 import math
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -712,8 +713,11 @@ def test_a_seeds_peak_memory_is_broken_down_by_phase(reproduce, tmp_path, capsys
 
     def student(argv):
         if not held:  # the students' phase holds 200 MB more than the teacher's ever did
-            block = bytearray(size)
-            block[::4096] = b"x" * len(block[::4096])
+            # Fresh pages from the kernel: a bytearray could reuse heap that earlier tests freed but the
+            # allocator kept resident, and then the tree's memory would not grow at all.
+            block = mmap.mmap(-1, size)
+            for offset in range(0, size, mmap.PAGESIZE):
+                block[offset] = 1
             held.append(block)
         return recorder.student(argv)
 
@@ -728,7 +732,7 @@ def test_a_seeds_peak_memory_is_broken_down_by_phase(reproduce, tmp_path, capsys
     (out / "seed-3" / "memory_phases.json").write_text('{"stale": 1}')  # an earlier run's: replaced
     reproduce.main(["--frozen", str(frozen), "--seeds", "3", "--output_dir", str(out), "--synthetic_dir",
                     str(tmp_path / "d")], phases_factory=factory)
-    held.clear()
+    held.pop().close()
     phases = json.loads((out / "seed-3" / "seed_minutes.json").read_text())["peak_memory_by_phase"]
     assert list(phases) == ["teacher", "students", "measurement"]
     assert phases["students"] - phases["teacher"] >= 0.9 * size
