@@ -363,16 +363,23 @@ def _config_value(path: Path, key: str, default):
     return (yaml.safe_load(path.read_text()) or {}).get(key, default)
 
 
-def _in_parallel(jobs: dict, workers: int) -> dict:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _student_pool(workers: int):
+    """A process pool for student runs: forked where the platform can, so the workers share this process's
+    decoded clips copy-on-write (the teacher has just decoded them), else spawned."""
+    from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_all_start_methods, get_context
 
-    # Forked workers share this process's decoded clips copy-on-write (the teacher has just decoded them).
     method = "fork" if "fork" in get_all_start_methods() else "spawn"
     if method == "fork":
         release_free_memory()  # else each worker copies the teacher's freed heap as it reuses it
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
+
+
+def _in_parallel(jobs: dict, workers: int) -> dict:
+    from concurrent.futures import as_completed
+
     results = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
+    with _student_pool(workers) as pool:
         futures = {pool.submit(_student_worker, argv): key for key, argv in jobs.items()}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
@@ -439,14 +446,10 @@ def _weighted_worker(argv: list[str], kd: float, disc: float) -> dict:
 
 def train_students_in_parallel(seed: int, jobs: dict[str, tuple], workers: int) -> dict[str, dict]:
     """``jobs``: name -> (argv, kd, disc), trained in ``workers`` one-thread processes."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_all_start_methods, get_context
+    from concurrent.futures import as_completed
 
-    method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    if method == "fork":
-        release_free_memory()
     print(f"[seed {seed}] {len(jobs)} students, {workers} at a time", flush=True)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as pool:
+    with _student_pool(workers) as pool:
         futures = {pool.submit(_weighted_worker, *job): name for name, job in jobs.items()}
         return {futures[f]: f.result() for f in as_completed(futures)}
 

@@ -910,3 +910,14 @@ def test_a_row_with_tuning_seeds_of_its_own_is_tuned_on_them_only(reproduce, tmp
 def test_row_tuning_seeds_are_checked(proto, tmp_path, row_seeds, message):
     with pytest.raises(ValueError, match=message):
         proto.load_protocol(_grid_file(tmp_path, _equal_grid(), row_tuning_seeds=row_seeds))
+
+
+def test_the_student_pool_gives_freed_heap_back_before_it_forks(reproduce, monkeypatch):
+    import multiprocessing
+
+    calls = []
+    monkeypatch.setattr(reproduce, "release_free_memory", lambda: calls.append("released"))
+    with reproduce._student_pool(1) as pool:
+        assert pool.submit(abs, -3).result() == 3
+    forks = "fork" in multiprocessing.get_all_start_methods()
+    assert calls == (["released"] if forks else [])
