@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from modeling_mckd.arguments import DistillArguments  # noqa: E402
+from modeling_mckd.arguments import DistillArguments, ModelArguments  # noqa: E402
 from modeling_mckd.configuration_mckd import MCKDConfig  # noqa: E402
 from modeling_mckd.modeling_mckd import MCKDModel  # noqa: E402
 from modeling_mckd.objectives import StudentObjective, TeacherObjective, TeacherSignal  # noqa: E402
@@ -111,11 +111,18 @@ def recipe_model_config(path: str | Path, *, audio_feature_dim: int = AUDIO_FEAT
     return preset(**fields)
 
 
-def synthetic_batch(config: MCKDConfig, batch: int, captions_per_video: int, device) -> dict:
+def recipe_image_size(recipe: dict, config: MCKDConfig) -> int:
+    """The frame size the recipe's model is fed: an HF vision backbone's own, else the recipe's ``image_size``
+    (the built-in encoders of configs/synthetic_*.yaml), else the runner's default."""
+    if config.vision_config is not None:
+        return int(config.vision_config.image_size)
+    default = next(f.default for f in ModelArguments.__dataclass_fields__.values() if f.name == "image_size")
+    return int(recipe.get("image_size", default))
+
+
+def synthetic_batch(config: MCKDConfig, batch: int, captions_per_video: int, device, size: int) -> dict:
     """A batch shaped as the trainer's collator makes it (random values: the cost depends on shapes only)."""
     generator = torch.Generator().manual_seed(0)
-    vision = config.vision_config
-    size = vision.image_size
     texts = batch * captions_per_video
     length = config.max_text_length
     vocab = config.text_config.vocab_size if config.text_encoder_type == "hf" else config.vocab_size
@@ -180,7 +187,8 @@ def measure(role: str, recipe_path: Path, *, batch: int, steps: int, precision: 
         if name in set(objective.unused_parameters(model)):
             parameter.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    data = synthetic_batch(config, batch, captions, device)
+    size = recipe_image_size(recipe, config)
+    data = synthetic_batch(config, batch, captions, device, size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step():
@@ -212,7 +220,7 @@ def measure(role: str, recipe_path: Path, *, batch: int, steps: int, precision: 
         raise RuntimeError(f"{role} {precision}: the loss is not finite ({loss})")
     result = {
         "role": role, "precision": precision, "batch": batch, "frames": config.num_frames,
-        "image_size": config.vision_config.image_size, "captions_per_video": captions,
+        "image_size": size, "captions_per_video": captions,
         "parameters": sum(p.numel() for p in model.parameters()),
         "step_s": statistics.median(times), "peak_mib": peak / 2**20, "loss": loss,
     }

@@ -921,3 +921,13 @@ def test_the_student_pool_gives_freed_heap_back_before_it_forks(reproduce, monke
         assert pool.submit(abs, -3).result() == 3
     forks = "fork" in multiprocessing.get_all_start_methods()
     assert calls == (["released"] if forks else [])
+
+
+def test_the_default_configs_evaluate_at_most_their_training_batch():
+    """The evaluation batch (no gradients, but every clip's activations at once) set the seed's peak memory when
+    it was 256 clips; embeddings do not depend on it beyond the last bit (tests/test_one_path.py)."""
+    import yaml
+
+    for role in ("teacher", "student"):
+        config = yaml.safe_load((REPO / "configs" / f"synthetic_{role}.yaml").read_text())
+        assert config["per_device_eval_batch_size"] <= config["per_device_train_batch_size"], role
