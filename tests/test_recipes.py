@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -248,3 +249,21 @@ def test_student_recipe_distils_one_step_from_the_recipe_teacher(tiny_world, tin
     for term in ("loss/ranking", "loss/distillation", "loss/discrimination"):
         assert np.isfinite(step[term]), term
     assert step["loss/distillation"] > 0
+
+
+@pytest.mark.parametrize("role, size", [("teacher", 64), ("student", 32)])
+def test_bench_step_measures_the_default_jobs_built_in_models(role, size):
+    """bench_step also takes configs/synthetic_*.yaml (built-in encoders, no vision_config): the frames are fed at the
+    recipe's image_size, and one step of the recipe's objective runs."""
+    recipe = CONFIGS / f"synthetic_{role}.yaml"
+    config = bench_step.recipe_model_config(recipe)
+    assert config.vision_config is None
+    assert bench_step.recipe_image_size(bench_step.read_recipe(recipe), config) == size
+    teacher_dim = bench_step.recipe_model_config(CONFIGS / "synthetic_teacher.yaml").projection_dim
+    row = bench_step.measure(role, recipe, batch=2, steps=1, precision="fp32", device=torch.device("cpu"),
+                             teacher_dim=teacher_dim)
+    assert (row["image_size"], row["frames"], row["batch"]) == (size, 8, 2)
+    assert math.isfinite(row["loss"]) and row["step_s"] > 0
+    from modeling_mckd import MCKDModel
+
+    assert row["parameters"] == sum(p.numel() for p in MCKDModel(config).parameters())
