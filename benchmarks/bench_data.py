@@ -20,7 +20,7 @@ and 2 workers. Then:
     there, 3 epochs): the path before issue 16 (whole clips decoded once and kept) against today's
 
     python benchmarks/bench_data.py            # 8 clips of 10 s, about 5 minutes on 2 idle cores
-    python benchmarks/bench_data.py --full     # also 20 s and 30 s clips
+    python benchmarks/bench_data.py --full     # also 20 s and 30 s clips, about 22 minutes
 """
 
 from __future__ import annotations
