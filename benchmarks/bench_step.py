@@ -116,8 +116,7 @@ def recipe_image_size(recipe: dict, config: MCKDConfig) -> int:
     (the built-in encoders of configs/synthetic_*.yaml), else the runner's default."""
     if config.vision_config is not None:
         return int(config.vision_config.image_size)
-    default = next(f.default for f in ModelArguments.__dataclass_fields__.values() if f.name == "image_size")
-    return int(recipe.get("image_size", default))
+    return int(recipe.get("image_size", ModelArguments().image_size))
 
 
 def synthetic_batch(config: MCKDConfig, batch: int, captions_per_video: int, device, size: int) -> dict:
